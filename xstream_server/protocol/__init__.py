@@ -1,0 +1,46 @@
+"""The sans-IO core of the x-stream protocol: packet codec and connection state machine.
+
+Nothing in this package performs I/O or imports asyncio, redis or file APIs.
+"""
+
+from .codec import Limits, Packet, PacketDecoder, encode_packet, parse_header_block
+from .connection import NEED_DATA, PAUSED, Mode, ServerConnection, response_headers
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import (
+    ConnectionClosed,
+    DataFormat,
+    Event,
+    InvalidRequest,
+    Request,
+    StreamRequest,
+    WindowReceived,
+    parse_request,
+    parse_x_stream,
+)
+from .status import Status
+
+__all__ = [
+    "NEED_DATA",
+    "PAUSED",
+    "ConnectionClosed",
+    "DataFormat",
+    "Event",
+    "InvalidRequest",
+    "Limits",
+    "LocalProtocolError",
+    "Mode",
+    "Packet",
+    "PacketDecoder",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Request",
+    "ServerConnection",
+    "Status",
+    "StreamRequest",
+    "WindowReceived",
+    "encode_packet",
+    "parse_header_block",
+    "parse_request",
+    "parse_x_stream",
+    "response_headers",
+]

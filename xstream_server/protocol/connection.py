@@ -1,0 +1,295 @@
+"""The server side of one connection, as a pure state machine (no I/O).
+
+Modes, and everything that moves between them, are in ``_TRANSITIONS``::
+
+    IDLE --StreamRequest--> NEGOTIATING --accept W>0--> RAW --W bytes--> COMPLETING
+      ^                        |  |                                          |
+      |                        |  +--accept W=0-------------------------------+
+      +------refuse------------+                                              |
+      +----------------------------------completion packet sent-----------------+
+
+A transport feeds bytes with ``receive_data`` and pulls events with ``next_event``; it answers
+through ``respond``/``accept_stream``/``refuse_stream``/``complete``, which return the bytes
+to write. In RAW mode the transport moves the bytes itself (straight into storage buffers)
+and reports how many it took with ``raw_received``; the machine only counts them down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum, auto
+from typing import Final
+
+from .codec import Limits, PacketDecoder, PayloadLimit, encode_packet
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    ConnectionClosed,
+    DataFormat,
+    Event,
+    InvalidRequest,
+    Request,
+    StreamRequest,
+    WindowReceived,
+    parse_request,
+)
+from .status import Status
+
+__all__ = ["NEED_DATA", "PAUSED", "Mode", "ServerConnection"]
+
+
+class Mode(Enum):
+    IDLE = auto()  # packet mode: requests are read and answered in order
+    NEGOTIATING = auto()  # a stream request awaits the server's accept or refusal
+    RAW = auto()  # exactly ``raw_remaining`` raw bytes are due
+    COMPLETING = auto()  # the window is in; the completion packet is due
+    CLOSED = auto()  # nothing more is read or sent
+    ERROR = auto()  # framing broke; one error packet may still be sent, then close
+
+
+class _Sentinel(Enum):
+    NEED_DATA = auto()  # feed more bytes
+    PAUSED = auto()  # the server owes an answer before more input is looked at
+
+
+NEED_DATA: Final = _Sentinel.NEED_DATA
+PAUSED: Final = _Sentinel.PAUSED
+
+
+class _Input(Enum):
+    REQUEST = auto()
+    STREAM_REQUEST = auto()
+    ACCEPT_WINDOW = auto()
+    ACCEPT_EMPTY = auto()
+    REFUSE = auto()
+    WINDOW_FILLED = auto()
+    COMPLETE = auto()
+    FAIL = auto()
+    ABORT = auto()
+    PEER_CLOSED = auto()
+    PROTOCOL_ERROR = auto()
+
+
+# Everything that changes a connection's mode is in this table; anything absent is a bug of
+# the caller (LocalProtocolError) or of the peer (handled where input is parsed).
+_TRANSITIONS: Final[dict[tuple[Mode, _Input], Mode]] = {
+    (Mode.IDLE, _Input.REQUEST): Mode.IDLE,
+    (Mode.IDLE, _Input.STREAM_REQUEST): Mode.NEGOTIATING,
+    (Mode.NEGOTIATING, _Input.ACCEPT_WINDOW): Mode.RAW,
+    (Mode.NEGOTIATING, _Input.ACCEPT_EMPTY): Mode.COMPLETING,
+    (Mode.NEGOTIATING, _Input.REFUSE): Mode.IDLE,
+    (Mode.RAW, _Input.WINDOW_FILLED): Mode.COMPLETING,
+    (Mode.COMPLETING, _Input.COMPLETE): Mode.IDLE,
+    # A failure while raw bytes are due is sent at once, then the connection closes (§3.3).
+    (Mode.RAW, _Input.FAIL): Mode.CLOSED,
+    (Mode.COMPLETING, _Input.FAIL): Mode.IDLE,
+    **{(mode, _Input.PEER_CLOSED): Mode.CLOSED for mode in Mode},
+    **{(mode, _Input.ABORT): Mode.CLOSED for mode in Mode},
+    **{(mode, _Input.PROTOCOL_ERROR): Mode.ERROR for mode in (Mode.IDLE, Mode.NEGOTIATING)},
+}
+
+
+def response_headers(
+    status: Status,
+    request_id: str | None,
+    message: str | None = None,
+    data_format: DataFormat | None = None,
+    extra: Mapping[str, str | int] | None = None,
+) -> dict[str, str | int]:
+    headers: dict[str, str | int] = {"status": int(status)}
+    if request_id is not None:
+        headers["id"] = request_id
+    if data_format is not None:
+        headers["data-format"] = data_format.value
+    if status != Status.OK:
+        headers["message"] = message or status.phrase
+    if extra:
+        for name, value in extra.items():
+            headers.setdefault(name, value)
+    return headers
+
+
+class ServerConnection:
+    def __init__(
+        self, limits: Limits | None = None, payload_limit: PayloadLimit | None = None
+    ) -> None:
+        self._decoder = PacketDecoder(limits or Limits(), payload_limit)
+        self.mode = Mode.IDLE
+        self.raw_remaining = 0
+        self._window = 0
+        self._eof = False
+        self._stream: StreamRequest | None = None
+
+    # ---- state -------------------------------------------------------------------------
+    def _move(self, event: _Input) -> None:
+        try:
+            self.mode = _TRANSITIONS[(self.mode, event)]
+        except KeyError:
+            raise LocalProtocolError(
+                Status.SERVER_ERROR, f"{event.name} is not allowed in mode {self.mode.name}"
+            ) from None
+
+    @property
+    def stream(self) -> StreamRequest | None:
+        """The stream request being negotiated, received or completed, if any."""
+        return self._stream
+
+    # ---- input -------------------------------------------------------------------------
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes read from the peer; an empty ``data`` means the peer closed its side."""
+        if not data:
+            self._eof = True
+        elif self.mode is Mode.RAW:
+            raise LocalProtocolError(
+                Status.SERVER_ERROR, "raw bytes are taken by the transport, not fed"
+            )
+        else:
+            self._decoder.receive_data(data)
+
+    def raw_received(self, count: int) -> WindowReceived | None:
+        """Count ``count`` raw bytes that the transport stored; the last one ends the window."""
+        if self.mode is not Mode.RAW or count > self.raw_remaining:
+            raise LocalProtocolError(Status.SERVER_ERROR, "more raw bytes than the window holds")
+        self.raw_remaining -= count
+        if self.raw_remaining:
+            return None
+        self._move(_Input.WINDOW_FILLED)
+        return WindowReceived(self._window)
+
+    def take_early_raw(self) -> bytes:
+        """Bytes already read in packet mode that belong to the raw window (a client that
+        did not wait for the accept reply). At most ``raw_remaining``; the caller passes them
+        to storage and to ``raw_received``."""
+        if self.mode is not Mode.RAW or not self._decoder.buffered:
+            return b""
+        data = self._decoder.take_buffered()
+        early, rest = data[: self.raw_remaining], data[self.raw_remaining :]
+        self._decoder.receive_data(rest)
+        return early
+
+    def next_event(self) -> Event | _Sentinel:
+        """The next event, ``NEED_DATA``, or ``PAUSED`` while the server owes an answer.
+
+        Raises ``RemoteProtocolError`` when framing breaks; the caller sends the error packet
+        from ``abort`` and closes.
+        """
+        if self.mode is Mode.IDLE:
+            try:
+                packet = self._decoder.next_packet()
+            except RemoteProtocolError:
+                self._move(_Input.PROTOCOL_ERROR)
+                raise
+            if packet is not None:
+                event = parse_request(packet)
+                if isinstance(event, StreamRequest):
+                    self._move(_Input.STREAM_REQUEST)
+                    self._stream = event
+                else:
+                    self._move(_Input.REQUEST)
+                return event
+            if self._eof:
+                clean = self._decoder.buffered == 0
+                self._move(_Input.PEER_CLOSED)
+                return ConnectionClosed(clean)
+            return NEED_DATA
+        if self.mode is Mode.CLOSED:
+            return ConnectionClosed(True)
+        if self._eof and self.mode is Mode.RAW:
+            self._move(_Input.PEER_CLOSED)
+            return ConnectionClosed(False)
+        if self.mode is Mode.RAW:
+            return NEED_DATA
+        return PAUSED
+
+    # ---- output ------------------------------------------------------------------------
+    def respond(
+        self,
+        request: Request | InvalidRequest,
+        status: Status,
+        *,
+        payload: bytes = b"",
+        data_format: DataFormat | None = None,
+        message: str | None = None,
+        headers: Mapping[str, str | int] | None = None,
+    ) -> bytes:
+        """The response to an ordinary request (or to an invalid one)."""
+        if self.mode is not Mode.IDLE:
+            raise LocalProtocolError(Status.SERVER_ERROR, f"cannot respond in {self.mode.name}")
+        if isinstance(request, InvalidRequest) and request.is_stream:
+            headers = {"x-stream": -1, **(headers or {})}
+        return encode_packet(
+            response_headers(status, request.id, message, data_format, headers), payload
+        )
+
+    def accept_stream(
+        self,
+        *,
+        key: str,
+        offset: int,
+        window: int,
+        buffer_size: int,
+        headers: Mapping[str, str | int] | None = None,
+    ) -> bytes:
+        """Accept the stream under negotiation: ``window`` bytes are taken now, from
+        ``offset``. ``window`` equal to what remains is announced as ``x-stream: 0:B2``."""
+        stream = self._require_stream(Mode.NEGOTIATING)
+        remaining = stream.total - offset
+        if not 0 <= window <= remaining or buffer_size < 1:
+            raise LocalProtocolError(Status.SERVER_ERROR, "window or buffer size out of range")
+        capacity = 0 if window == remaining else window
+        extra: dict[str, str | int] = {
+            "x-stream": f"{capacity}:{buffer_size}",
+            "x-stream-key": key,
+            "x-stream-offset": offset,
+            **(headers or {}),
+        }
+        self._move(_Input.ACCEPT_WINDOW if window else _Input.ACCEPT_EMPTY)
+        self.raw_remaining = self._window = window
+        return encode_packet(
+            response_headers(Status.OK, stream.id, None, stream.data_format, extra)
+        )
+
+    def refuse_stream(self, status: Status, message: str | None = None) -> bytes:
+        stream = self._require_stream(Mode.NEGOTIATING)
+        self._move(_Input.REFUSE)
+        self._stream = None
+        return encode_packet(response_headers(status, stream.id, message, None, {"x-stream": -1}))
+
+    def complete(
+        self,
+        *,
+        key: str,
+        missing: int,
+        status: Status = Status.OK,
+        message: str | None = None,
+        payload: bytes = b"",
+        data_format: DataFormat | None = None,
+        headers: Mapping[str, str | int] | None = None,
+    ) -> bytes:
+        """The completion packet (§3.3): ``missing`` bytes of the stream have not arrived.
+
+        Allowed once the window is in, or on failure at any point of a stream (while raw
+        bytes are still due it ends the connection: the caller closes after writing it).
+        """
+        stream = self._stream
+        if stream is None:
+            raise LocalProtocolError(Status.SERVER_ERROR, "no stream to complete")
+        self._move(_Input.COMPLETE if status == Status.OK else _Input.FAIL)
+        self._stream = None
+        extra: dict[str, str | int] = {
+            "x-stream": f"{missing}:0",
+            "x-stream-key": key,
+            **(headers or {}),
+        }
+        return encode_packet(
+            response_headers(status, stream.id, message, data_format, extra), payload
+        )
+
+    def abort(self, status: Status, message: str) -> bytes:
+        """The last packet before the server closes: a framing error, a timeout, shutdown."""
+        self._move(_Input.ABORT)
+        return encode_packet(response_headers(status, None, message))
+
+    def _require_stream(self, mode: Mode) -> StreamRequest:
+        if self.mode is not mode or self._stream is None:
+            raise LocalProtocolError(Status.SERVER_ERROR, f"no stream in mode {mode.name}")
+        return self._stream
