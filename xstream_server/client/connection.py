@@ -1,0 +1,529 @@
+"""One client connection: packets out, packets in, and raw-byte windows (PROTOCOL §1–§3).
+
+Framing is the protocol core's (``encode_packet``, ``PacketDecoder``); this module adds the
+asyncio plumbing. A background task reads packets and hands each to the oldest caller still
+waiting — the server answers in request order, so concurrent ``request`` calls pipeline.
+
+A stream takes the connection for itself: ``negotiate`` waits until no ordinary request is
+in flight, and nothing else may be sent until the window's completion packet is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json as jsonlib
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, BinaryIO, Final
+
+from ..protocol import Limits, Packet, PacketDecoder, RemoteProtocolError, encode_packet
+from .errors import ClientError, ServerProtocolError, error_for_status
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ClientConnection",
+    "ClientResponse",
+    "ConnectionLostError",
+    "StreamGrant",
+    "connect",
+    "parse_address",
+]
+
+DEFAULT_PORT: Final = 7070
+# Replies of routes may be larger than the server's own default request limit.
+_CLIENT_LIMITS: Final = Limits(max_header_block=64 * 1024, max_headers=256, max_payload=1 << 30)
+_READ_SIZE: Final = 256 * 1024
+_SENDFILE_SPAN: Final = 8 * 1024 * 1024  # one progress update per span on the sendfile path
+_MISSING: Final[Any] = object()
+
+
+class ConnectionLostError(ClientError, ConnectionError):
+    """The connection closed (or was never usable) while something was still due."""
+
+
+def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` → (host, port)."""
+    host, port_text = address, ""
+    if address.startswith("["):
+        end = address.find("]")
+        if end < 0:
+            raise ValueError(f"bad server address {address!r}")
+        host, rest = address[1:end], address[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"bad server address {address!r}")
+            port_text = rest[1:]
+    elif address.count(":") == 1:
+        host, port_text = address.split(":")
+    if not host:
+        raise ValueError(f"bad server address {address!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in server address {address!r}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientResponse:
+    """A packet from the server. ``content`` decodes the payload by its ``data-format``."""
+
+    status: int
+    headers: Mapping[str, str]
+    payload: bytes
+
+    @property
+    def id(self) -> str | None:
+        return self.headers.get("id")
+
+    @property
+    def data_format(self) -> str:
+        return self.headers.get("data-format", "bytes")
+
+    @property
+    def message(self) -> str | None:
+        return self.headers.get("message")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.payload)
+
+    def text(self) -> str:
+        return self.payload.decode("utf-8")
+
+    @property
+    def content(self) -> Any:
+        """``bytes``, ``str`` or the decoded JSON value, following ``data-format``."""
+        if self.data_format == "json":
+            return self.json() if self.payload else None
+        if self.data_format == "text":
+            return self.text()
+        return self.payload
+
+    def raise_for_status(self) -> None:
+        if self.status != 0:
+            raise error_for_status(self.status, self.message or "(no message)")
+
+    @classmethod
+    def from_packet(cls, packet: Packet) -> ClientResponse:
+        raw = packet.headers.get("status")
+        if raw is None or not raw.isdigit():
+            raise ServerProtocolError(f"response without a valid status header: {raw!r}")
+        return cls(int(raw), packet.headers, packet.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGrant:
+    """The server's accept reply (§3.1): send ``window`` raw bytes starting at ``offset``."""
+
+    key: str
+    offset: int
+    window: int
+    buffer_size: int
+    total: int
+    response: ClientResponse
+
+    @property
+    def partial(self) -> bool:
+        return self.offset + self.window < self.total
+
+
+class ClientConnection:
+    """A packet connection to an x-stream server. Create it with ``connect``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._decoder = PacketDecoder(_CLIENT_LIMITS)
+        self._waiting: deque[asyncio.Future[Packet]] = deque()
+        self._unclaimed: deque[Packet] = deque()
+        self._lost: ClientError | None = None
+        self._streaming = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._use_sendfile = True
+        # No write may wait longer than this for the peer to take bytes (None: no limit).
+        self.stall_timeout: float | None = None
+        self._completion: asyncio.Future[Packet] | None = None
+        self._reader_task = asyncio.create_task(self._read_packets())
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int = DEFAULT_PORT, *, connect_timeout: float | None = 10.0
+    ) -> ClientConnection:
+        try:
+            async with asyncio.timeout(connect_timeout):
+                reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+        except TimeoutError:
+            raise ConnectionLostError(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:
+            raise ConnectionLostError(f"cannot connect to {host}:{port}: {exc}") from exc
+        return cls(reader, writer)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._lost is None
+
+    @property
+    def streaming(self) -> bool:
+        """A stream was negotiated and its completion packet is not in yet."""
+        return self._streaming
+
+    async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 — a bound, not a wait
+        """Wait for every reply still due, then close the connection cleanly (aborting it
+        if that takes longer than ``timeout`` seconds)."""
+        try:
+            async with asyncio.timeout(timeout):
+                if self._lost is None:
+                    await self._idle.wait()
+                self._shut(ConnectionLostError("connection closed by the client"))
+                self._writer.close()
+                with contextlib.suppress(OSError):
+                    await self._writer.wait_closed()
+        except TimeoutError:
+            self.abort()
+        await self._stop_reader()
+
+    def abort(self) -> None:
+        """Drop the connection at once; whatever is in flight fails with ConnectionLostError."""
+        self._shut(ConnectionLostError("connection aborted by the client"))
+        self._writer.transport.abort()
+        self._reader_task.cancel()
+
+    async def __aenter__(self) -> ClientConnection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+        else:
+            self.abort()
+            await self._stop_reader()
+
+    async def _stop_reader(self) -> None:
+        self._reader_task.cancel()
+        try:
+            await self._reader_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    # -- ordinary requests -----------------------------------------------------------------
+
+    async def request(
+        self,
+        route: str,
+        data: bytes = b"",
+        *,
+        json: Any = _MISSING,
+        text: str | None = None,
+        id: str | None = None,
+        metadata: Mapping[str, str | int] | None = None,
+        authorization: str | None = None,
+        check: bool = True,
+    ) -> ClientResponse:
+        """Send one request and return its response.
+
+        The payload is ``data`` (``data-format: bytes``), or ``json=`` any JSON value, or
+        ``text=``. ``metadata`` becomes extra headers for the route. Concurrent calls are
+        pipelined. With ``check`` (the default) a non-zero status raises the matching
+        ``XStreamError``.
+        """
+        if self._streaming:
+            raise RuntimeError("the connection is carrying a stream; open another one")
+        headers: dict[str, str | int] = dict(metadata or {})
+        if json is not _MISSING:
+            if data or text is not None:
+                raise TypeError("give one of data, json= or text=")
+            payload = jsonlib.dumps(json, separators=(",", ":")).encode()
+            headers["data-format"] = "json"
+        elif text is not None:
+            if data:
+                raise TypeError("give one of data, json= or text=")
+            payload = text.encode()
+            headers["data-format"] = "text"
+        else:
+            payload = bytes(data)
+            headers["data-format"] = "bytes"
+        headers["route"] = route
+        if id is not None:
+            headers["id"] = id
+        if authorization is not None:
+            headers["authorization"] = authorization
+        response = await self._exchange(headers, payload, id)
+        if check:
+            response.raise_for_status()
+        return response
+
+    async def _exchange(
+        self, headers: Mapping[str, str | int], payload: bytes, request_id: str | None
+    ) -> ClientResponse:
+        packet = encode_packet(headers, payload)  # ValueError for bad headers: before sending
+        waiter = self._expect()
+        self._writer.write(packet)
+        self._idle.clear()
+        try:
+            await self._drain()
+            response = ClientResponse.from_packet(await waiter)
+        finally:
+            if not self._waiting:
+                self._idle.set()
+        if request_id is not None and response.id != request_id:
+            raise ServerProtocolError(f"reply to id {request_id!r} carries id {response.id!r}")
+        return response
+
+    # -- streams (used by Upload) ----------------------------------------------------------
+
+    async def negotiate(
+        self,
+        route: str,
+        total: int,
+        buffer_size: int,
+        *,
+        key: str | None = None,
+        checksum: str | None = None,
+        metadata: Mapping[str, str | int] | None = None,
+        authorization: str | None = None,
+    ) -> StreamGrant:
+        """Send a stream request (§3.1/§3.4). Refusals raise their ``XStreamError``.
+
+        After a grant the caller MUST send exactly ``grant.window`` raw bytes and then
+        ``await completion()``.
+        """
+        await self._idle.wait()
+        if self._streaming:
+            raise RuntimeError("a stream is already in progress on this connection")
+        headers: dict[str, str | int] = dict(metadata or {})
+        headers.update(
+            {"route": route, "data-format": "bytes", "x-stream": f"{total}:{buffer_size}"}
+        )
+        if key is not None:
+            headers["x-stream-key"] = key
+        if checksum is not None:
+            headers["x-stream-checksum"] = f"sha256:{checksum}"
+        if authorization is not None:
+            headers["authorization"] = authorization
+        self._streaming = True
+        try:
+            response = await self._exchange(headers, b"", None)
+            response.raise_for_status()
+            grant = _parse_grant(response, total, key)
+        except BaseException:
+            self._streaming = False
+            raise
+        # The completion packet may already be here (W = 0) or arrive any moment: claim it
+        # now so it is never taken for an unsolicited packet.
+        self._completion = self._expect()
+        return grant
+
+    async def completion(self, reply_timeout: float | None) -> ClientResponse:
+        """The packet that ends the granted window (§3.3), as it came."""
+        if self._completion is None:
+            raise RuntimeError("no stream was negotiated")
+        try:
+            async with asyncio.timeout(reply_timeout):
+                return ClientResponse.from_packet(await self._completion)
+        except TimeoutError:
+            self.abort()
+            raise ConnectionLostError("no completion packet from the server in time") from None
+        finally:
+            self._completion = None
+            self._streaming = False
+
+    async def send_raw(self, data: bytes | bytearray | memoryview) -> None:
+        """Write raw window bytes, waiting while the transport's buffer is full."""
+        self._check_open()
+        self._writer.write(data)
+        await self._drain()
+
+    async def send_file(
+        self, file: BinaryIO, offset: int, count: int, sent: Callable[[int], None]
+    ) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset`` — with ``loop.sendfile`` where
+        the event loop and transport support it, else by reading blocks in a worker
+        thread while the previous block is being written. ``sent`` is told each step."""
+        end = offset + count
+        while self._use_sendfile and offset < end:
+            self._check_open()
+            span = min(_SENDFILE_SPAN, end - offset)
+            try:
+                async with asyncio.timeout(self.stall_timeout):
+                    await asyncio.get_running_loop().sendfile(
+                        self._writer.transport, file, offset, span, fallback=False
+                    )
+            except TimeoutError:
+                self.abort()
+                raise ConnectionLostError(f"sending stalled for {self.stall_timeout} s") from None
+            except OSError as exc:
+                raise ConnectionLostError(f"connection lost while sending: {exc}") from exc
+            except (NotImplementedError, asyncio.SendfileNotAvailableError, RuntimeError):
+                self._check_open()  # a closing transport is a lost connection, not a mode
+                self._use_sendfile = False
+                break
+            offset += span
+            sent(span)
+        if offset < end:
+            await self._send_file_by_blocks(file.fileno(), offset, end, sent)
+
+    async def _send_file_by_blocks(
+        self, fd: int, offset: int, end: int, sent: Callable[[int], None]
+    ) -> None:
+        block = 1024 * 1024
+        loop = asyncio.get_running_loop()
+        self._writer.transport.set_write_buffer_limits(high=4 * block)
+
+        def read_at(position: int) -> asyncio.Future[bytes]:
+            return loop.run_in_executor(None, os.pread, fd, min(block, end - position), position)
+
+        upcoming = read_at(offset)
+        try:
+            while offset < end:
+                data = await upcoming
+                if not data:
+                    raise ClientError(f"file ended at {offset} bytes, {end} expected")
+                offset += len(data)
+                if offset < end:
+                    upcoming = read_at(offset)  # read ahead while this block drains
+                await self.send_raw(data)
+                sent(len(data))
+        finally:
+            upcoming.cancel()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+        if self._writer.transport.is_closing():
+            raise ConnectionLostError("connection closed")
+
+    async def _drain(self) -> None:
+        try:
+            async with asyncio.timeout(self.stall_timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            self.abort()
+            raise ConnectionLostError(f"sending stalled for {self.stall_timeout} s") from None
+        except (ConnectionError, OSError) as exc:
+            raise ConnectionLostError(f"connection lost while sending: {exc}") from exc
+
+    def _expect(self) -> asyncio.Future[Packet]:
+        self._check_open()
+        waiter: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
+        if self._unclaimed:
+            waiter.set_result(self._unclaimed.popleft())
+        else:
+            self._waiting.append(waiter)
+        return waiter
+
+    def _deliver(self, packet: Packet) -> None:
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            # A cancelled caller still owned this reply; it is dropped with it.
+            if not waiter.done():
+                waiter.set_result(packet)
+            return
+        if self._unclaimed:
+            raise ServerProtocolError("the server sent packets nobody asked for")
+        # Only a completion packet can get here, a moment before ``negotiate`` claims it.
+        self._unclaimed.append(packet)
+
+    def _shut(self, reason: ClientError) -> None:
+        if self._lost is None:
+            self._lost = reason
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(self._lost)
+                waiter.exception()  # retrieved here: a caller may be gone already
+        self._idle.set()
+
+    async def _read_packets(self) -> None:
+        reason: ClientError = ConnectionLostError("connection closed by the server")
+        try:
+            while True:
+                data = await self._reader.read(_READ_SIZE)
+                if not data:
+                    break
+                self._decoder.receive_data(data)
+                while (packet := self._decoder.next_packet()) is not None:
+                    self._deliver(packet)
+        except RemoteProtocolError as exc:
+            reason = ServerProtocolError(f"malformed packet from the server: {exc.message}")
+            self._writer.transport.abort()
+        except ServerProtocolError as exc:
+            reason = exc
+            self._writer.transport.abort()
+        except (ConnectionError, OSError) as exc:
+            reason = ConnectionLostError(f"connection lost: {exc}")
+        finally:
+            self._shut(reason)
+
+
+def _parse_grant(response: ClientResponse, total: int, key: str | None) -> StreamGrant:
+    headers = response.headers
+    try:
+        capacity_text, _, b2_text = headers["x-stream"].partition(":")
+        capacity, buffer_size = int(capacity_text), int(b2_text)
+        granted_key = headers["x-stream-key"]
+        offset = int(headers["x-stream-offset"])
+    except (KeyError, ValueError) as exc:
+        raise ServerProtocolError(f"malformed accept reply {dict(headers)!r}") from exc
+    remaining = total - offset
+    if not 0 <= offset <= total or buffer_size < 1 or not 0 <= capacity <= max(remaining - 1, 0):
+        raise ServerProtocolError(
+            f"accept reply out of range: x-stream {headers['x-stream']}, offset {offset}, "
+            f"total {total}"
+        )
+    if key is not None and granted_key != key:
+        raise ServerProtocolError(f"resumed {key!r}, the server answered for {granted_key!r}")
+    window = remaining if capacity == 0 else capacity
+    return StreamGrant(granted_key, offset, window, buffer_size, total, response)
+
+
+class _Connecting:
+    """What ``connect`` returns: await it, or use it with ``async with``."""
+
+    def __init__(self, host: str, port: int, timeout: float | None) -> None:
+        self._args = (host, port, timeout)
+        self._connection: ClientConnection | None = None
+
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
+        host, port, timeout = self._args
+        return ClientConnection.open(host, port, connect_timeout=timeout).__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        self._connection = await self
+        return self._connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._connection is not None
+        await self._connection.__aexit__(exc_type, exc, tb)
+
+
+def connect(
+    server: str = f"127.0.0.1:{DEFAULT_PORT}", *, timeout: float | None = 10.0
+) -> _Connecting:
+    """Open a connection to ``server`` (``host:port``)::
+
+    async with connect("127.0.0.1:7070") as conn:
+        reply = await conn.request("/echo", json={"hello": 1})
+    """
+    host, port = parse_address(server)
+    return _Connecting(host, port, timeout)
