@@ -211,6 +211,7 @@ async def baseline_upload(
 
 
 async def guarded(work: Awaitable[UploadOutcome], started: float) -> UploadOutcome:
+    """The outcome of one upload; a failure is recorded, not raised."""
     try:
         return await work
     except (OSError, asyncio.IncompleteReadError, BenchError, ValueError, KeyError) as exc:
@@ -218,11 +219,14 @@ async def guarded(work: Awaitable[UploadOutcome], started: float) -> UploadOutco
 
 
 async def run_uploads(args: argparse.Namespace) -> Collected:
+    """Keep ``concurrency`` uploads in flight until ``total`` have been made (default: one
+    wave of ``concurrency``): a finished upload is replaced by a new one on a new connection."""
     size, concurrency = args.size, args.concurrency
+    total = max(args.total or concurrency, concurrency)
     sha = pattern_sha256(size) if args.target == "xstream" else ""
     gate = asyncio.Semaphore(CONNECT_PARALLELISM)
-    started = time.perf_counter()
-    cpu_before = cpu_seconds()
+    numbers = iter(range(total))
+    outcomes: list[UploadOutcome] = []
 
     def one(index: int) -> Awaitable[UploadOutcome]:
         if args.target == "xstream":
@@ -230,12 +234,20 @@ async def run_uploads(args: argparse.Namespace) -> Collected:
             return xstream_upload(args.host, args.port, gate, size, args.buffer, name, sha)
         return baseline_upload(args.host, args.port, gate, size)
 
-    outcomes = await asyncio.gather(*(guarded(one(i), started) for i in range(concurrency)))
+    async def worker() -> None:
+        for index in numbers:
+            outcomes.append(await guarded(one(index), time.perf_counter()))
+
+    started = time.perf_counter()
+    cpu_before = cpu_seconds()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     good = [o for o in outcomes if o.ok]
     latencies = [o.seconds for o in good]
     collected = Collected(
-        "upload", args.target, {"size": size, "concurrency": concurrency, "buffer": args.buffer}
+        "upload",
+        args.target,
+        {"size": size, "concurrency": concurrency, "total": total, "buffer": args.buffer},
     )
     collected.values = {
         "seconds": elapsed,
@@ -515,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload = commands.add_parser("upload")
     upload.add_argument("--size", type=int, required=True)
     upload.add_argument("--concurrency", type=int, default=1)
+    upload.add_argument("--total", type=int, help="uploads in all (default: --concurrency)")
     resume = commands.add_parser("resume")
     resume.add_argument("--count", type=int, default=500)
     resume.add_argument("--size", type=int, default=MiB)
