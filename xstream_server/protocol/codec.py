@@ -30,8 +30,10 @@ __all__ = [
 
 PREFIX: Final = struct.Struct(">II")
 _NAME = re.compile(r"[a-z0-9-]{1,64}")
-# Control characters other than those trimmed away at the ends (C0 range and DEL).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (Unicode category Cc: C0, DEL and C1); blanks are trimmed at the ends.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Only space and tab count as blanks: str.strip() would also eat control and Unicode spaces.
+_BLANKS: Final = " \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def encode_header_block(headers: Mapping[str, str | int]) -> bytes:
     lines = []
     for name, value in headers.items():
         text = str(value)
-        if not _NAME.fullmatch(name) or _CONTROL.search(text) or text != text.strip():
+        if not _NAME.fullmatch(name) or _CONTROL.search(text) or text != text.strip(_BLANKS):
             raise ValueError(f"header {name!r}: {text!r} cannot be sent")
         lines.append(f"{name}: {text}")
     return "\n".join(lines).encode()
@@ -87,10 +89,12 @@ def parse_header_block(block: bytes, max_headers: int) -> dict[str, str]:
         name, colon, value = line.partition(":")
         if not colon:
             raise RemoteProtocolError(Status.BAD_REQUEST, f"header line without ':': {line!r}")
-        name = name.strip().lower()
+        name = name.strip(_BLANKS)
+        # Lower-case ASCII only: "\u212a".lower() is "k", which must not pass as a name.
+        name = name.lower() if name.isascii() else name
         if not _NAME.fullmatch(name):
             raise RemoteProtocolError(Status.BAD_REQUEST, f"invalid header name {name!r}")
-        value = value.strip(" \t")
+        value = value.strip(_BLANKS)
         if _CONTROL.search(value):
             raise RemoteProtocolError(
                 Status.BAD_REQUEST, f"header {name!r} has a control character"
@@ -128,6 +132,11 @@ class PacketDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def between_packets(self) -> bool:
+        """True when no part of a packet has been received yet (a clean place to stop)."""
+        return self._pending is None and not self._buffer
 
     def take_buffered(self) -> bytes:
         """Hand over every byte not yet parsed (used when the connection leaves packet mode)."""

@@ -118,6 +118,8 @@ class ServerConnection:
         self._window = 0
         self._eof = False
         self._stream: StreamRequest | None = None
+        # Repeated on every call once closed, so a late caller sees the same cleanliness.
+        self._closed = ConnectionClosed(True)
 
     # ---- state -------------------------------------------------------------------------
     def _move(self, event: _Input) -> None:
@@ -147,8 +149,8 @@ class ServerConnection:
 
     def raw_received(self, count: int) -> WindowReceived | None:
         """Count ``count`` raw bytes that the transport stored; the last one ends the window."""
-        if self.mode is not Mode.RAW or count > self.raw_remaining:
-            raise LocalProtocolError(Status.SERVER_ERROR, "more raw bytes than the window holds")
+        if self.mode is not Mode.RAW or not 0 <= count <= self.raw_remaining:
+            raise LocalProtocolError(Status.SERVER_ERROR, "raw byte count outside the window")
         self.raw_remaining -= count
         if self.raw_remaining:
             return None
@@ -187,15 +189,16 @@ class ServerConnection:
                     self._move(_Input.REQUEST)
                 return event
             if self._eof:
-                clean = self._decoder.buffered == 0
                 self._move(_Input.PEER_CLOSED)
-                return ConnectionClosed(clean)
+                self._closed = ConnectionClosed(self._decoder.between_packets)
+                return self._closed
             return NEED_DATA
         if self.mode is Mode.CLOSED:
-            return ConnectionClosed(True)
+            return self._closed
         if self._eof and self.mode is Mode.RAW:
             self._move(_Input.PEER_CLOSED)
-            return ConnectionClosed(False)
+            self._closed = ConnectionClosed(False)
+            return self._closed
         if self.mode is Mode.RAW:
             return NEED_DATA
         return PAUSED
@@ -233,8 +236,17 @@ class ServerConnection:
         ``offset``. ``window`` equal to what remains is announced as ``x-stream: 0:B2``."""
         stream = self._require_stream(Mode.NEGOTIATING)
         remaining = stream.total - offset
-        if not 0 <= window <= remaining or buffer_size < 1:
-            raise LocalProtocolError(Status.SERVER_ERROR, "window or buffer size out of range")
+        # A zero window can only be announced when nothing remains: "x-stream: 0:B" means
+        # "send all of it", so a grant of 0 out of R > 0 bytes has no wire form.
+        if (
+            not 0 <= offset <= stream.total
+            or not 0 <= window <= remaining
+            or (window == 0 and remaining > 0)
+            or buffer_size < 1
+        ):
+            raise LocalProtocolError(
+                Status.SERVER_ERROR, "offset, window or buffer size out of range"
+            )
         capacity = 0 if window == remaining else window
         extra: dict[str, str | int] = {
             "x-stream": f"{capacity}:{buffer_size}",
@@ -250,6 +262,8 @@ class ServerConnection:
 
     def refuse_stream(self, status: Status, message: str | None = None) -> bytes:
         stream = self._require_stream(Mode.NEGOTIATING)
+        if status == Status.OK:
+            raise LocalProtocolError(Status.SERVER_ERROR, "a refusal needs an error status")
         self._move(_Input.REFUSE)
         self._stream = None
         return encode_packet(response_headers(status, stream.id, message, None, {"x-stream": -1}))
@@ -273,6 +287,8 @@ class ServerConnection:
         stream = self._stream
         if stream is None:
             raise LocalProtocolError(Status.SERVER_ERROR, "no stream to complete")
+        if not 0 <= missing <= stream.total:
+            raise LocalProtocolError(Status.SERVER_ERROR, "missing byte count out of range")
         self._move(_Input.COMPLETE if status == Status.OK else _Input.FAIL)
         self._stream = None
         extra: dict[str, str | int] = {
