@@ -1,0 +1,58 @@
+"""The default application ``xstream-server`` serves when no other is named.
+
+* ``/echo``: a request route that answers with the JSON payload it received.
+* ``/upload-file``: a byte-stream route. Each window is granted no more than the free space
+  of the storage (which keeps a reserve) and no more than ``XSTREAM_UPLOAD_WINDOW`` bytes
+  (unlimited when unset); with nothing to grant it refuses with 507. The finished file stays
+  under the data directory, named by its key; the client's ``name`` header is only reported.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from xstream_server import App, CompletedUpload, RequestContext, RouteError, Status, StreamOffer
+
+__all__ = ["app"]
+
+MiB = 1024 * 1024
+# Free space that /upload-file never grants, so the server keeps room for its own files.
+STORAGE_RESERVE = int(os.environ.get("XSTREAM_STORAGE_RESERVE", 64 * MiB))
+
+app = App()
+
+
+@app.request("/echo")
+async def echo(request: RequestContext) -> Any:
+    if request.data_format != "json":
+        raise RouteError(Status.BAD_REQUEST, "/echo takes data-format: json")
+    return request.content
+
+
+def _window_limit() -> int | None:
+    value = os.environ.get("XSTREAM_UPLOAD_WINDOW")
+    if not value:
+        return None
+    window = int(value)
+    if window < 1:
+        raise ValueError("XSTREAM_UPLOAD_WINDOW must be a positive number of bytes")
+    return window
+
+
+async def _grant(offer: StreamOffer) -> int:
+    room = offer.free_space - STORAGE_RESERVE
+    if room < 1:
+        raise RouteError(Status.INSUFFICIENT_STORAGE, "no free space for this upload now")
+    window = _window_limit()
+    return room if window is None else min(room, window)
+
+
+@app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=4 * MiB)
+async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
+    return {
+        "key": upload.key,
+        "size": upload.size,
+        "sha256": upload.sha256,
+        "name": upload.metadata.get("name"),
+    }

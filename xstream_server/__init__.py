@@ -1,0 +1,31 @@
+"""xstream: a resumable upload server framework.
+
+Register routes on an ``App``; serve it with ``xstream-server --app module:attribute``; upload
+with the client in ``xstream_server.client`` (re-exported here) or the ``xstream`` command.
+"""
+
+from .app import (
+    App,
+    CompletedUpload,
+    Reply,
+    RequestContext,
+    RouteError,
+    StreamOffer,
+)
+from .client import *  # noqa: F403
+from .client import __all__ as _client_all
+from .protocol import DataFormat, Status
+from .settings import ServerSettings
+
+__all__ = [
+    "App",
+    "CompletedUpload",
+    "DataFormat",
+    "Reply",
+    "RequestContext",
+    "RouteError",
+    "ServerSettings",
+    "Status",
+    "StreamOffer",
+    *_client_all,
+]

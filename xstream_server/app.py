@@ -1,0 +1,224 @@
+"""The framework API: an ``App`` holds routes; a backend developer registers handlers on it.
+
+Two kinds of route:
+
+* request routes: one packet in, one packet out (``@app.request("/echo")``);
+* stream routes: the client negotiates a raw-byte upload; the handler runs once the whole
+  stream is stored, with the finished file (``@app.stream("/upload-file", ...)``).
+
+A handler answers with a ``Reply`` or a plain value: ``bytes`` (a bytes payload), ``str``
+(text) or anything else JSON can encode (json). It refuses with ``RouteError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .protocol import DataFormat, Status
+
+__all__ = [
+    "App",
+    "CompletedUpload",
+    "HandlerResult",
+    "Reply",
+    "RequestContext",
+    "RequestRoute",
+    "RouteError",
+    "StreamOffer",
+    "StreamRoute",
+    "encode_reply",
+]
+
+MiB = 1024 * 1024
+
+
+class RouteError(Exception):
+    """Raised by a handler or hook to answer with a non-zero status."""
+
+    def __init__(self, status: Status | int, message: str | None = None) -> None:
+        self.status = Status(status)
+        self.message = message or self.status.phrase
+        super().__init__(self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    payload: bytes | str | Any = b""
+    data_format: DataFormat | None = None
+    headers: Mapping[str, str | int] = field(default_factory=dict)
+
+
+HandlerResult = Reply | bytes | str | dict[str, Any] | list[Any] | None
+
+
+def encode_reply(result: HandlerResult) -> tuple[bytes, DataFormat, Mapping[str, str | int]]:
+    """Payload bytes, format and extra headers of what a handler returned."""
+    if not isinstance(result, Reply):
+        result = Reply(result)
+    value, fmt = result.payload, result.data_format
+    if isinstance(value, bytes):
+        return value, fmt or DataFormat.BYTES, result.headers
+    if isinstance(value, str) and fmt in (None, DataFormat.TEXT):
+        return value.encode(), DataFormat.TEXT, result.headers
+    if value is None:
+        return b"", fmt or DataFormat.BYTES, result.headers
+    return json.dumps(value, separators=(",", ":")).encode(), DataFormat.JSON, result.headers
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a request handler receives. ``content`` is the decoded payload: ``bytes``, the
+    ``str`` of a text payload, or the value of a JSON payload (already validated)."""
+
+    route: str
+    id: str | None
+    data_format: DataFormat
+    payload: bytes
+    content: Any
+    metadata: Mapping[str, str]
+    principal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOffer:
+    """What a stream route's accept hook sees before a window is granted."""
+
+    route: str
+    key: str
+    total: int
+    offset: int
+    metadata: Mapping[str, str]
+    principal: str | None
+    resume: bool
+    free_space: int  # bytes the storage can still take
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.offset
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedUpload:
+    """A finished stream, as the completion handler receives it."""
+
+    key: str
+    route: str
+    size: int
+    path: Path
+    metadata: Mapping[str, str]
+    sha256: str
+    data_format: DataFormat
+    principal: str | None
+    # The decoded content of json/text streams (None for bytes streams).
+    content: Any = None
+
+
+RequestHandler = Callable[[RequestContext], Awaitable[HandlerResult]]
+CompletionHandler = Callable[[CompletedUpload], Awaitable[HandlerResult]]
+# Returns how many bytes it grants now (None: everything that remains); raises RouteError.
+AcceptHook = Callable[[StreamOffer], Awaitable[int | None]]
+# Maps the `authorization` header (None when absent) to a principal; raises RouteError(401).
+AuthPolicy = Callable[[str | None], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRoute:
+    path: str
+    handler: RequestHandler
+    max_payload: int | None = None
+    auth: AuthPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRoute:
+    path: str
+    on_complete: CompletionHandler
+    max_size: int = 1 << 40
+    min_buffer: int = 4 * 1024
+    max_buffer: int = 1 * MiB
+    max_window: int | None = None
+    accept: AcceptHook | None = None
+    auth: AuthPolicy | None = None
+    expiry: float | None = None  # seconds; None: the server's default
+    # json/text streams are decoded for the handler; larger ones are refused with 413.
+    max_decoded_size: int = 16 * MiB
+
+    def clamp_buffer(self, requested: int) -> int:
+        return max(self.min_buffer, min(self.max_buffer, requested))
+
+
+Route = RequestRoute | StreamRoute
+_H = TypeVar("_H", bound=Callable[..., Awaitable[HandlerResult]])
+
+
+class App:
+    """A set of routes. ``xstream-server --app module:attribute`` serves one."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+
+    def add_route(self, route: Route) -> None:
+        if not route.path.startswith("/"):
+            raise ValueError(f"route {route.path!r} must start with '/'")
+        if route.path in self.routes:
+            raise ValueError(f"route {route.path!r} is registered twice")
+        self.routes[route.path] = route
+
+    def request(
+        self, path: str, *, max_payload: int | None = None, auth: AuthPolicy | None = None
+    ) -> Callable[[_H], _H]:
+        def register(handler: _H) -> _H:
+            self.add_route(RequestRoute(path, handler, max_payload, auth))
+            return handler
+
+        return register
+
+    def stream(
+        self,
+        path: str,
+        *,
+        max_size: int = 1 << 40,
+        min_buffer: int = 4 * 1024,
+        max_buffer: int = 1 * MiB,
+        max_window: int | None = None,
+        accept: AcceptHook | None = None,
+        auth: AuthPolicy | None = None,
+        expiry: float | None = None,
+        max_decoded_size: int = 16 * MiB,
+    ) -> Callable[[_H], _H]:
+        if not 1 <= min_buffer <= max_buffer:
+            raise ValueError("buffer bounds must satisfy 1 <= min_buffer <= max_buffer")
+
+        def register(handler: _H) -> _H:
+            self.add_route(
+                StreamRoute(
+                    path,
+                    handler,
+                    max_size,
+                    min_buffer,
+                    max_buffer,
+                    max_window,
+                    accept,
+                    auth,
+                    expiry,
+                    max_decoded_size,
+                )
+            )
+            return handler
+
+        return register
+
+    def payload_limit(self, default: int) -> Callable[[Mapping[str, str]], int]:
+        """The per-packet payload limit for the codec: the route's own, else ``default``."""
+
+        def limit(headers: Mapping[str, str]) -> int:
+            route = self.routes.get(headers.get("route", ""))
+            if isinstance(route, RequestRoute) and route.max_payload is not None:
+                return route.max_payload
+            return default
+
+        return limit

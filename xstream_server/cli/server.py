@@ -1,0 +1,72 @@
+"""``xstream-server``: serve an App over TCP, with an embedded Redis unless one is named.
+
+Every option can also come from an ``XSTREAM_*`` environment variable (``XSTREAM_PORT``,
+``XSTREAM_REDIS_URL``, ``XSTREAM_FSYNC``...); a flag wins over the variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+from pydantic import ValidationError
+
+from ..server import Server, load_app
+from ..settings import ServerSettings
+
+__all__ = ["main"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", help="Interface to listen on [127.0.0.1].")
+@click.option("--port", type=int, help="TCP port; 0 picks a free one [7070].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where streams live [./data].")
+@click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")
+@click.option("--app", "app_spec", help="module:attribute of the App to serve [handlers:app].")
+@click.option("--fsync/--no-fsync", default=None, help="fsync at checkpoints [on].")
+@click.option("--checkpoint-bytes", type=int, help="Bytes between checkpoints [64 MiB].")
+@click.option("--checkpoint-seconds", type=float, help="Seconds between checkpoints [1].")
+@click.option("--idle-timeout", type=float, help="Seconds a connection may idle [60].")
+@click.option("--raw-stall-timeout", type=float, help="Seconds raw bytes may stall [30].")
+@click.option("--lease-seconds", type=float, help="Lease of a stream's owner [3].")
+@click.option("--sweep-interval", type=float, help="Seconds between sweeps of expired data [60].")
+@click.option("--log-level", help="DEBUG, INFO, WARNING... [INFO].")
+def main(app_spec: str | None, **options: Any) -> None:
+    """Run the xstream resumable upload server."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if app_spec is not None:
+        given["app"] = app_spec
+    try:
+        settings = ServerSettings(**given)
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        app = load_app(settings.app)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise click.UsageError(f"cannot load app {settings.app!r}: {exc}") from exc
+    uvloop.run(_serve(Server(app, settings)))
+
+
+async def _serve(server: Server) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await server.start()
+    except Exception:
+        await server.close()
+        raise
+    await stopping.wait()
+    await server.close()

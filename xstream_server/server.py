@@ -1,0 +1,167 @@
+"""The whole server in one object: state store, storage, service, transport, background work.
+
+async with Server(app, settings) as server:
+    print(server.port)
+    await server.wait_closed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import resource
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from .app import App
+from .embedded_redis import EmbeddedRedis
+from .service import StreamService
+from .settings import ServerSettings
+from .state import RedisStateStore, StateUnavailable, StreamState
+from .storage import FileStorage
+from .transport import TcpTransportServer
+
+__all__ = ["Server", "load_app"]
+
+log = logging.getLogger("xstream.server")
+
+
+def load_app(spec: str) -> App:
+    """``module:attribute`` → the ``App`` it names."""
+    module_name, _, attribute = spec.partition(":")
+    app = getattr(importlib.import_module(module_name), attribute or "app")
+    if not isinstance(app, App):
+        raise TypeError(f"{spec} is a {type(app).__name__}, not an xstream App")
+    return app
+
+
+def _raise_open_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Server:
+    def __init__(self, app: App, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.embedded_redis: EmbeddedRedis | None = None
+        self.redis_url = settings.redis_url or ""
+        self.host = settings.host
+        self.port = settings.port
+        self._background: list[asyncio.Task[None]] = []
+        self._closed = asyncio.Event()
+        self.service: StreamService | None = None
+        self.transport: TcpTransportServer | None = None
+        self.store: RedisStateStore | None = None
+
+    async def start(self) -> None:
+        _raise_open_file_limit()
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.redis_url is None:
+            self.embedded_redis = EmbeddedRedis(data_dir / "redis")
+            await self.embedded_redis.start()
+            self.redis_url = self.embedded_redis.url
+        self.store = RedisStateStore(
+            self.redis_url,
+            timeout=self.settings.redis_timeout,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        storage = FileStorage(data_dir / "streams", fsync=self.settings.fsync)
+        self.service = StreamService(self.app, self.store, storage, self.settings)
+        try:
+            await self.store.ping()
+            await self._reconcile()
+        except StateUnavailable as exc:
+            log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
+        self.transport = TcpTransportServer(self.service, self.settings)
+        self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._forever(self.service.serve_takeovers, "takeover listener")),
+            loop.create_task(self._forever(self.service.renew_leases, "lease renewal")),
+            loop.create_task(self._sweep_periodically()),
+        ]
+        log.info(
+            "xstream listening on %s:%d (redis: %s%s, data: %s, fsync: %s)",
+            self.host,
+            self.port,
+            self.redis_url,
+            ", embedded" if self.embedded_redis else "",
+            data_dir,
+            "on" if self.settings.fsync else "off",
+        )
+
+    async def _reconcile(self) -> None:
+        """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5)."""
+        assert self.service is not None and self.store is not None
+        storage = self.service.storage
+        count = 0
+        for key in await self.store.active_keys():
+            record = await self.store.get(key)
+            if record is None or record.state is not StreamState.ACTIVE:
+                continue
+            size = await storage.part_size(key)
+            if size is not None and size > record.offset:
+                writer = await storage.open_part(key, record.offset)
+                await writer.close()
+                count += 1
+        if count:
+            log.info("start-up: %d part files cut back to their durable offsets", count)
+
+    async def _forever(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run a background loop, restarting it after Redis trouble."""
+        while True:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s interrupted (%s); retrying", name, exc)
+            await asyncio.sleep(1.0)
+
+    async def _sweep_periodically(self) -> None:
+        assert self.service is not None
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            try:
+                await self.service.sweep()
+            except StateUnavailable as exc:
+                log.warning("sweeper skipped: %s", exc)
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        log.info("shutting down")
+        if self.transport is not None:
+            await self.transport.close()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.store is not None:
+            await self.store.close()
+        if self.embedded_redis is not None:
+            await self.embedded_redis.stop()
+        self._closed.set()
+        log.info("stopped")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

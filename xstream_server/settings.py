@@ -1,0 +1,61 @@
+"""Server settings: command-line flags, ``XSTREAM_*`` environment variables, defaults.
+
+Every knob has a default that works on one machine; durations are seconds, sizes bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServerSettings"]
+
+MiB = 1024 * 1024
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="XSTREAM_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7070, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    # None: start an embedded redis-server under data_dir.
+    redis_url: str | None = None
+    app: str = "handlers:app"
+
+    # Packet limits (PROTOCOL §1); a route may set its own payload limit.
+    max_header_block: int = Field(default=16 * 1024, ge=256)
+    max_headers: int = Field(default=64, ge=4)
+    max_payload: int = Field(default=MiB, ge=0)
+
+    # Timeouts (status 408).
+    idle_timeout: float = Field(default=60.0, gt=0)
+    raw_stall_timeout: float = Field(default=30.0, gt=0)
+
+    # Durability (PROTOCOL §3.5). A checkpoint fsyncs the part file, then records the
+    # offset in Redis. It happens at every window end and disconnect, and in between after
+    # ``checkpoint_bytes`` or ``checkpoint_seconds``, whichever comes first.
+    fsync: bool = True
+    checkpoint_bytes: int = Field(default=64 * MiB, ge=MiB)
+    checkpoint_seconds: float = Field(default=1.0, gt=0)
+
+    # Ownership of a stream: a lease in Redis, renewed by the owner. A newer request for the
+    # same key takes over at once when the owner is alive, and after at most
+    # ``lease_seconds`` when the owner died.
+    lease_seconds: float = Field(default=3.0, gt=0)
+    takeover_timeout: float = Field(default=5.0, gt=0)
+
+    # Expiry of incomplete streams (a route may set its own) and the sweeper's cadence.
+    stream_expiry: float = Field(default=24 * 3600.0, gt=0)
+    sweep_interval: float = Field(default=60.0, gt=0)
+    # Part files younger than this are never taken for orphans (their record may be in flight).
+    orphan_grace: float = Field(default=60.0, ge=0)
+
+    # Streams open at once from one client (its principal, else its address): 429 beyond.
+    max_streams_per_client: int = Field(default=1024, ge=1)
+
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+    redis_timeout: float = Field(default=2.0, gt=0)
+    log_level: str = "INFO"

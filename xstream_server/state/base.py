@@ -1,0 +1,111 @@
+"""The state-store interface: stream records, ownership leases and takeover signals.
+
+The server keeps no stream state of its own that it could not rebuild from here and the
+storage; several server processes sharing one store can resume each other's streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "LeaseLost",
+    "StateStore",
+    "StateUnavailable",
+    "StoredResult",
+    "StreamRecord",
+    "StreamState",
+]
+
+
+class StateUnavailable(Exception):
+    """The store cannot be reached; the server answers 503 and acknowledges nothing new."""
+
+
+class LeaseLost(Exception):
+    """Another owner took the stream over (or the record vanished) during a checkpoint."""
+
+
+class StreamState(StrEnum):
+    ACTIVE = "active"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """The completion packet's content, kept so that a resume of a complete stream repeats
+    it exactly (PROTOCOL §3.4)."""
+
+    status: int
+    headers: Mapping[str, str | int]
+    payload: bytes
+    data_format: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    key: str
+    route: str
+    total: int
+    offset: int  # durable: fsynced and recorded (PROTOCOL §3.5)
+    buffer_size: int
+    data_format: str
+    created: float  # epoch seconds
+    updated: float
+    expiry: float  # seconds of inactivity after which an incomplete stream is deleted
+    state: StreamState = StreamState.ACTIVE
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    principal: str | None = None
+    checksum: str | None = None  # sha256 hex announced by the client
+    result: StoredResult | None = None
+
+
+class StateStore(Protocol):
+    async def ping(self) -> None: ...
+
+    async def create(self, record: StreamRecord) -> None: ...
+
+    async def get(self, key: str) -> StreamRecord | None: ...
+
+    async def checkpoint(self, key: str, owner: str, offset: int, *, force: bool = False) -> None:
+        """Record ``offset`` as durable. Offsets only grow unless ``force`` (reconciling a part
+        that is shorter than its record). Raises ``LeaseLost`` if ``owner`` no longer holds
+        the stream's lease; renews the lease and the record's expiry otherwise."""
+        ...
+
+    async def complete(self, key: str, owner: str, result: StoredResult) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def acquire_lease(self, key: str, owner: str, seconds: float) -> str | None:
+        """Take the lease; return None on success, else the current owner."""
+        ...
+
+    async def renew_lease(self, key: str, owner: str, seconds: float) -> bool: ...
+
+    async def release_lease(self, key: str, owner: str) -> None: ...
+
+    async def request_takeover(self, instance: str, key: str) -> None:
+        """Ask server instance ``instance`` to stop streaming ``key`` and release it."""
+        ...
+
+    def takeover_requests(self, instance: str) -> AsyncIterator[str]:
+        """Keys that other instances want this one to let go of."""
+        ...
+
+    async def expired(self, now: float) -> list[str]:
+        """Keys whose inactivity deadline has passed (their record may already be gone)."""
+        ...
+
+    async def forget(self, key: str) -> None:
+        """Drop ``key`` from the expiry index."""
+        ...
+
+    async def active_keys(self) -> list[str]: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,6 @@
+"""Where stream bytes are kept: the ``Storage`` interface and its file implementation."""
+
+from .base import PartInfo, PartWriter, Storage, StorageError, StorageFull
+from .files import FileStorage
+
+__all__ = ["FileStorage", "PartInfo", "PartWriter", "Storage", "StorageError", "StorageFull"]

@@ -1,0 +1,75 @@
+"""The storage interface: where the bytes of streams live.
+
+A stream's bytes go to a *part* while it is incomplete and become a finished object at
+completion. The server only relies on this interface, so a second backend (object storage,
+another file layout) is a new module, not an edit everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["PartInfo", "PartWriter", "Storage", "StorageError", "StorageFull"]
+
+
+class StorageError(Exception):
+    """Writing, syncing or finalizing failed; the stream must not acknowledge more bytes."""
+
+
+class StorageFull(StorageError):
+    """Out of space (ENOSPC/EDQUOT)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+class PartWriter(Protocol):
+    @property
+    def offset(self) -> int:
+        """Bytes of the part written so far (durable only after ``sync``)."""
+        ...
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def sync(self) -> None:
+        """Make every written byte survive a crash (fsync)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Storage(Protocol):
+    async def open_part(self, key: str, durable_offset: int) -> PartWriter:
+        """Open (creating if needed) the part of ``key`` for appending at the durable offset.
+
+        Reconciles first: bytes beyond ``durable_offset`` are cut off; a part shorter than it
+        (its tail was never synced) is appended to at its own length, which the writer's
+        ``offset`` reports.
+        """
+        ...
+
+    async def part_size(self, key: str) -> int | None: ...
+
+    async def hash_part(self, key: str, size: int) -> str:
+        """sha256 hex digest of the first ``size`` bytes of the part."""
+        ...
+
+    async def finalize(self, key: str) -> Path:
+        """Turn the part into the finished object, atomically and durably; return its path."""
+        ...
+
+    async def discard(self, key: str) -> None: ...
+
+    async def list_parts(self) -> list[PartInfo]: ...
+
+    def free_space(self) -> int:
+        """Bytes that can still be stored."""
+        ...
+
+    def finished_path(self, key: str) -> Path: ...

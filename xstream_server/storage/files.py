@@ -1,0 +1,172 @@
+"""File storage through aiofiles: ``parts/<key>.part`` while a stream is open,
+``complete/<key>`` once finished. Keys are server-made and URL-safe, so they are safe file
+names; a client-supplied name is never used as a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from pathlib import Path
+from typing import Final
+
+import aiofiles
+import aiofiles.os
+from aiofiles.threadpool.binary import AsyncFileIO
+
+from .base import PartInfo, StorageError, StorageFull
+
+__all__ = ["FileStorage"]
+
+_FULL_ERRNOS: Final = {errno.ENOSPC, errno.EDQUOT}
+_fsync = aiofiles.os.wrap(os.fsync)
+_truncate = aiofiles.os.wrap(os.truncate)
+
+
+def _sha256_prefix(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    remaining = size
+    with open(path, "rb", buffering=0) as f:
+        chunk = bytearray(1 << 20)
+        view = memoryview(chunk)
+        while remaining:
+            n = f.readinto(view[: min(remaining, len(chunk))])
+            if not n:
+                raise StorageError(f"{path} is shorter than {size} bytes")
+            digest.update(view[:n])
+            remaining -= n
+    return digest.hexdigest()
+
+
+_hash_file = aiofiles.os.wrap(_sha256_prefix)
+
+
+def _storage_error(exc: OSError, action: str) -> StorageError:
+    if exc.errno in _FULL_ERRNOS:
+        return StorageFull(f"out of storage while {action}")
+    return StorageError(f"{action} failed: {exc.strerror or exc}")
+
+
+class FilePartWriter:
+    def __init__(self, file: AsyncFileIO, offset: int, fsync: bool) -> None:
+        self._file = file
+        self._offset = offset
+        self._fsync = fsync
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                written = await self._file.write(view)
+                if not written:
+                    raise StorageFull("out of storage while writing")
+                self._offset += written
+                view = view[written:]
+        except OSError as exc:
+            raise _storage_error(exc, "writing") from exc
+
+    async def sync(self) -> None:
+        if not self._fsync:
+            return
+        try:
+            await _fsync(self._file.fileno())
+        except OSError as exc:
+            raise _storage_error(exc, "fsync") from exc
+
+    async def close(self) -> None:
+        try:
+            await self._file.close()
+        except OSError as exc:
+            raise _storage_error(exc, "closing") from exc
+
+
+class FileStorage:
+    def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
+        self.root = root
+        self.parts = root / "parts"
+        self.complete = root / "complete"
+        self.fsync = fsync
+        self.reserve = reserve
+        for folder in (self.parts, self.complete):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _part(self, key: str) -> Path:
+        return self.parts / f"{key}.part"
+
+    def finished_path(self, key: str) -> Path:
+        return self.complete / key
+
+    async def open_part(self, key: str, durable_offset: int) -> FilePartWriter:
+        path = self._part(key)
+        try:
+            file = await aiofiles.open(path, "r+b" if path.exists() else "w+b", buffering=0)
+        except OSError as exc:
+            raise _storage_error(exc, "opening the part") from exc
+        try:
+            size = (await aiofiles.os.stat(path)).st_size
+            offset = min(size, durable_offset)
+            if size > offset:
+                await _truncate(path, offset)
+            await file.seek(offset)
+        except OSError as exc:
+            await file.close()
+            raise _storage_error(exc, "reconciling the part") from exc
+        return FilePartWriter(file, offset, self.fsync)
+
+    async def part_size(self, key: str) -> int | None:
+        try:
+            return (await aiofiles.os.stat(self._part(key))).st_size
+        except FileNotFoundError:
+            return None
+
+    async def hash_part(self, key: str, size: int) -> str:
+        try:
+            digest: str = await _hash_file(self._part(key), size)
+        except OSError as exc:
+            raise _storage_error(exc, "hashing the part") from exc
+        return digest
+
+    async def finalize(self, key: str) -> Path:
+        part, final = self._part(key), self.finished_path(key)
+        try:
+            await aiofiles.os.replace(part, final)
+            if self.fsync:
+                await _sync_directory(self.complete)
+                await _sync_directory(self.parts)
+        except OSError as exc:
+            raise _storage_error(exc, "finalizing") from exc
+        return final
+
+    async def discard(self, key: str) -> None:
+        for path in (self._part(key), self.finished_path(key)):
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(path)
+
+    async def list_parts(self) -> list[PartInfo]:
+        infos = []
+        for entry in await aiofiles.os.scandir(self.parts):
+            if entry.name.endswith(".part"):
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue
+                infos.append(PartInfo(entry.name[: -len(".part")], stat.st_size, stat.st_mtime))
+        return infos
+
+    def free_space(self) -> int:
+        stat = os.statvfs(self.parts)
+        return max(0, stat.f_bavail * stat.f_frsize - self.reserve)
+
+
+async def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        await _fsync(fd)
+    finally:
+        os.close(fd)

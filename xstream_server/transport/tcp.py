@@ -1,0 +1,405 @@
+"""The TCP transport: a thin asyncio driver around the sans-IO ``ServerConnection``.
+
+Packet mode: bytes land in one scratch buffer shared by every connection of the server (an
+idle connection owns no read buffer), are fed to the state machine, and a per-connection
+pump task answers the events in order.
+
+Raw mode: the socket reads straight into one of two buffers of the negotiated size ``B2``.
+When a buffer is full it is handed to storage while the other fills; if storage is slower
+than the network and both are busy, reading pauses (backpressure) until the write is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Final, cast
+
+from ..protocol import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    InvalidRequest,
+    Limits,
+    Mode,
+    RemoteProtocolError,
+    Request,
+    ServerConnection,
+    Status,
+    StreamRequest,
+    WindowReceived,
+)
+from ..service import Accepted, Completion, StreamService, StreamSession, status_of_error
+
+if TYPE_CHECKING:
+    from ..settings import ServerSettings
+
+__all__ = ["PacketProtocol", "TcpTransportServer"]
+
+log = logging.getLogger("xstream.tcp")
+
+_SCRATCH_SIZE: Final = 256 * 1024
+# Stop reading pipelined requests while this much input waits to be parsed.
+_MAX_PENDING_INPUT: Final = 4 * 1024 * 1024
+
+
+class TcpTransportServer:
+    """Owns the listening socket and the connections it accepted."""
+
+    def __init__(self, service: StreamService, settings: ServerSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.limits = Limits(settings.max_header_block, settings.max_headers, settings.max_payload)
+        self.payload_limit = service.app.payload_limit(settings.max_payload)
+        self.scratch = bytearray(_SCRATCH_SIZE)
+        self.connections: set[PacketProtocol] = set()
+        self._all_closed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: PacketProtocol(self), host, port, reuse_address=True, backlog=4096
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    def forget(self, connection: PacketProtocol) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._all_closed.set()
+
+    async def close(self) -> None:
+        """Stop accepting; end every window with 503 (bytes kept), close idle connections;
+        whatever is still open after ``shutdown_timeout`` is cut."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.shut_down()
+        if self.connections:
+            self._all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.shutdown_timeout):
+                    await self._all_closed.wait()
+        for connection in list(self.connections):
+            connection.force_close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class PacketProtocol(asyncio.BufferedProtocol):
+    def __init__(self, server: TcpTransportServer) -> None:
+        self.server = server
+        self.service = server.service
+        self.settings = server.settings
+        self.conn = ServerConnection(server.limits, server.payload_limit)
+        self.transport: asyncio.Transport | None = None
+        self.client = "?"
+        self._loop = asyncio.get_running_loop()
+        self._pump: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._reading_paused = False
+        self._last_activity = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        # Raw mode.
+        self._session: StreamSession | None = None
+        self._buffers: list[bytearray] = []
+        self._views: list[memoryview] = []
+        self._current = 0
+        self._fill = 0
+        self._flush: asyncio.Task[None] | None = None
+        self._flush_error: BaseException | None = None
+        self._stop: tuple[Status, str] | None = None
+        self._window_over: asyncio.Event | None = None
+        self._ending = False
+
+    # ---- asyncio callbacks -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+        self._arm_timer(self.settings.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.forget(self)
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._writable.set()
+        if self._session is not None:
+            # Gone in the middle of a window: settle what arrived; nobody is left to answer.
+            self._end_window(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.conn.mode is Mode.RAW and self._buffers:
+            view = self._views[self._current]
+            end = min(len(view), self._fill + self.conn.raw_remaining)
+            return view[self._fill : end]
+        return memoryview(self.server.scratch)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_activity = time.monotonic()
+        if self.conn.mode is Mode.RAW and self._buffers:
+            self._fill += nbytes
+            done = self.conn.raw_received(nbytes)
+            if done is not None or self._fill == len(self._buffers[self._current]):
+                self._buffer_full(done)
+            return
+        self.conn.receive_data(self.server.scratch[:nbytes])
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # ---- timeouts ----------------------------------------------------------------------
+    def _arm_timer(self, delay: float) -> None:
+        self._timer = self._loop.call_later(delay, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        if self._closing:
+            return
+        raw = self.conn.mode is Mode.RAW
+        limit = self.settings.raw_stall_timeout if raw else self.settings.idle_timeout
+        busy = self._pump is not None and not self._pump.done()
+        idle_for = time.monotonic() - self._last_activity
+        if busy or idle_for < limit:
+            self._arm_timer(max(0.05, limit - idle_for) if not busy else limit)
+            return
+        if raw:
+            self.stop_window(Status.TIMEOUT, f"no raw bytes for {limit:g} s")
+        else:
+            log.info("%s: idle for %.0f s, closing", self.client, idle_for)
+            self._abort(Status.TIMEOUT, f"idle for {limit:g} s")
+        self._arm_timer(limit)
+
+    # ---- packet mode -------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = self._loop.create_task(self._run_pump())
+
+    async def _run_pump(self) -> None:
+        conn = self.conn
+        while not self._closing:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                log.info("%s: protocol error %d: %s", self.client, int(exc.status), exc.message)
+                self._abort(exc.status, exc.message)
+                return
+            if event is NEED_DATA or event is PAUSED:
+                return
+            if isinstance(event, ConnectionClosed):
+                self._close()
+                return
+            if not self._writable.is_set():
+                await self._writable.wait()
+            if isinstance(event, Request):
+                response = await self.service.handle_request(event)
+                self._write(
+                    conn.respond(
+                        event,
+                        response.status,
+                        payload=response.payload,
+                        data_format=response.data_format,
+                        message=response.message,
+                        headers=response.headers,
+                    )
+                )
+            elif isinstance(event, InvalidRequest):
+                self._write(conn.respond(event, event.status, message=event.message))
+            elif isinstance(event, StreamRequest):
+                await self._negotiate(event)
+            elif isinstance(event, WindowReceived):  # pragma: no cover - raw mode handles it
+                raise AssertionError("window events are handled in raw mode")
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(data)
+
+    def _abort(self, status: Status, message: str) -> None:
+        self._write(self.conn.abort(status, message))
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def shut_down(self) -> None:
+        """Server shutdown: end a window with 503, close an idle connection."""
+        if self._session is not None:
+            self.stop_window(Status.UNAVAILABLE, "server shutting down")
+        elif self._pump is None or self._pump.done():
+            self._abort(Status.UNAVAILABLE, "server shutting down")
+
+    def force_close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ---- streams -----------------------------------------------------------------------
+    async def _negotiate(self, request: StreamRequest) -> None:
+        outcome = await self.service.open_stream(request, self.client)
+        if not isinstance(outcome, Accepted):
+            self._write(self.conn.refuse_stream(outcome.status, outcome.message))
+            return
+        session = outcome.session
+        if self._closing:  # the client left while we negotiated
+            await session.abandon(Status.UNAVAILABLE, "client gone")
+            return
+        self._write(
+            self.conn.accept_stream(
+                key=session.key,
+                offset=outcome.offset,
+                window=outcome.window,
+                buffer_size=outcome.buffer_size,
+            )
+        )
+        if outcome.window == 0:
+            await self._send_completion(await session.finish())
+            return
+        self._start_window(session, outcome.buffer_size)
+        await self._window_over_event().wait()
+
+    def _window_over_event(self) -> asyncio.Event:
+        assert self._window_over is not None
+        return self._window_over
+
+    def _start_window(self, session: StreamSession, buffer_size: int) -> None:
+        self._session = session
+        size = min(buffer_size, session.window)
+        self._buffers = [bytearray(size), bytearray(size)]
+        self._views = [memoryview(b) for b in self._buffers]
+        self._current = self._fill = 0
+        self._flush = None
+        self._flush_error = None
+        self._stop = None
+        self._window_over = asyncio.Event()
+        session.on_stop(self.stop_window)
+        self._last_activity = time.monotonic()
+        early = self.conn.take_early_raw()
+        if early:
+            # The client sent raw bytes before our accept reply; they belong to the window.
+            self._buffers[0][: len(early)] = early
+            self._fill = len(early)
+            done = self.conn.raw_received(len(early))
+            if done is not None or self._fill == size:
+                self._buffer_full(done)
+
+    def _buffer_full(self, done: WindowReceived | None) -> None:
+        """The current buffer is full or the window is complete: send it to storage."""
+        if self._flush is not None and not self._flush.done():
+            # Storage is behind: hold the socket until the previous buffer is written.
+            self._pause_reading()
+            self._flush.add_done_callback(lambda _: self._buffer_full(done))
+            return
+        if self._flush_error is not None:
+            return
+        session = self._session
+        assert session is not None
+        view = self._views[self._current][: self._fill]
+        self._flush = self._loop.create_task(self._write_buffer(session, view, done))
+        self._current ^= 1
+        self._fill = 0
+        self._resume_reading()
+
+    async def _write_buffer(
+        self, session: StreamSession, view: memoryview, done: WindowReceived | None
+    ) -> None:
+        try:
+            await session.write(view)
+        except Exception as exc:
+            self._flush_error = exc
+            self._pause_reading()
+            self._end_window(None, error=exc)
+            return
+        if done is not None:
+            self._end_window(done)
+
+    def stop_window(self, status: Status, message: str) -> None:
+        """End the window early and answer ``status`` (timeout, takeover, shutdown)."""
+        if self._session is None or self._stop is not None:
+            return
+        self._stop = (status, message)
+        self._pause_reading()
+        self._end_window(None)
+
+    def _end_window(self, done: WindowReceived | None, error: BaseException | None = None) -> None:
+        session = self._session
+        if session is None or self._ending:
+            return
+        self._ending = True
+        self._loop.create_task(self._settle_window(session, done, error))
+
+    async def _settle_window(
+        self, session: StreamSession, done: WindowReceived | None, error: BaseException | None
+    ) -> None:
+        """Finish the window: all bytes in (``done``), storage failed (``error``), told to
+        stop (``self._stop``), or the client left (none of them)."""
+        try:
+            if self._flush is not None and not self._flush.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._flush)
+            error = error or self._flush_error
+            if done is None and error is None and self._fill:
+                # The bytes of an unfinished buffer are stored before the checkpoint.
+                try:
+                    await session.write(self._views[self._current][: self._fill])
+                except Exception as exc:
+                    error = exc
+            if done is not None and error is None:
+                completion = await session.finish()
+            else:
+                status, message = (
+                    status_of_error(error) if error else self._stop or (Status.OK, "client left")
+                )
+                completion = await session.abandon(status, message)
+        finally:
+            self._session = None
+            self._buffers, self._views = [], []
+            self._ending = False
+        if done is None and error is None and self._stop is None:
+            log.info("stream %s: client left, %d bytes missing", session.key, completion.missing)
+        else:
+            await self._send_completion(completion)
+            if self.conn.mode is Mode.CLOSED:
+                self._close()
+        self._resume_reading()
+        assert self._window_over is not None
+        self._window_over.set()
+
+    async def _send_completion(self, completion: Completion) -> None:
+        if self._closing:
+            return
+        self._write(
+            self.conn.complete(
+                key=completion.key,
+                missing=completion.missing,
+                status=completion.status,
+                message=completion.message,
+                payload=completion.payload,
+                data_format=completion.data_format,
+                headers=completion.headers,
+            )
+        )
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self._closing:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self._closing:
+            self._reading_paused = False
+            self.transport.resume_reading()
