@@ -197,14 +197,14 @@ def xstream_process(
             str(data_dir),
             "--redis-url",
             f"{run.redis_url}/{db}",
+            "--fsync" if fsync else "--no-fsync",
+            "--checkpoint-bytes",
+            str(run.checkpoint_bytes),
+            "--checkpoint-seconds",
+            str(run.checkpoint_seconds),
         ],
         run.work / f"xstream-{durability}-{port}.log",
         "listening on",
-        env={
-            "XSTREAM_FSYNC": "true" if fsync else "false",
-            "XSTREAM_CHECKPOINT_BYTES": str(run.checkpoint_bytes),
-            "XSTREAM_CHECKPOINT_SECONDS": str(run.checkpoint_seconds),
-        },
     )
 
 
