@@ -3,7 +3,7 @@
 * ``/echo``: a request route that answers with the JSON payload it received.
 * ``/upload-file``: a byte-stream route. Each window is granted no more than the free space
   of the storage (which keeps a reserve) and no more than ``XSTREAM_UPLOAD_WINDOW`` bytes
-  (unlimited when unset); with nothing to grant it refuses with 507. The finished file stays
+  (unlimited when unset). The reserve is ``XSTREAM_STORAGE_RESERVE`` bytes (64 MiB); with nothing to grant it refuses with 507. The finished file stays
   under the data directory, named by its key; the client's ``name`` header is only reported.
 """
 
@@ -17,8 +17,6 @@ from xstream_server import App, CompletedUpload, RequestContext, RouteError, Sta
 __all__ = ["app"]
 
 MiB = 1024 * 1024
-# Free space that /upload-file never grants, so the server keeps room for its own files.
-STORAGE_RESERVE = int(os.environ.get("XSTREAM_STORAGE_RESERVE", 64 * MiB))
 
 app = App()
 
@@ -30,22 +28,24 @@ async def echo(request: RequestContext) -> Any:
     return request.content
 
 
-def _window_limit() -> int | None:
-    value = os.environ.get("XSTREAM_UPLOAD_WINDOW")
+def _positive_env(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name)
     if not value:
-        return None
-    window = int(value)
-    if window < 1:
-        raise ValueError("XSTREAM_UPLOAD_WINDOW must be a positive number of bytes")
-    return window
+        return default
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{name} must be a number of bytes")
+    return number
 
 
 async def _grant(offer: StreamOffer) -> int:
-    room = offer.free_space - STORAGE_RESERVE
+    # Free space that is never granted, so the server keeps room for its own files.
+    reserve = _positive_env("XSTREAM_STORAGE_RESERVE", 64 * MiB) or 0
+    room = offer.free_space - reserve
     if room < 1:
         raise RouteError(Status.INSUFFICIENT_STORAGE, "no free space for this upload now")
-    window = _window_limit()
-    return room if window is None else min(room, window)
+    window = _positive_env("XSTREAM_UPLOAD_WINDOW", None)
+    return room if not window else min(room, window)
 
 
 @app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=4 * MiB)

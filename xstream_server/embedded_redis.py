@@ -52,7 +52,8 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def command(self) -> list[str]:
+    def command(self, logfile: str = "redis.log") -> list[str]:
+        """The redis-server command line; ``logfile=""`` logs to standard output."""
         return [
             find_redis_server(),
             "--port",
@@ -72,7 +73,7 @@ class EmbeddedRedis:
             "--protected-mode",
             "yes",
             "--logfile",
-            "redis.log",
+            logfile,
         ]
 
     async def start(self, timeout: float = 10.0) -> None:

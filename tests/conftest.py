@@ -1,0 +1,213 @@
+"""Shared fixtures: a real Redis server for the session, xstream servers in-process and as
+child processes, each on loopback with its own data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from xstream_server.app import App
+from xstream_server.embedded_redis import EmbeddedRedis
+from xstream_server.server import Server
+from xstream_server.settings import ServerSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RedisProcess:
+    """A real redis-server child process, restartable on the same port and data."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.embedded = EmbeddedRedis(directory, port=port)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.embedded.url
+
+    def start(self) -> None:
+        self.embedded.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.embedded.command(logfile=""),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        output = self.process.stdout
+        assert output is not None
+        lines = []
+        for line in output:  # redis logs this line once it accepts connections
+            lines.append(line)
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise RuntimeError("redis-server exited at start-up:\n" + "".join(lines))
+
+        def drain() -> None:  # keep the pipe from filling up; close it when redis exits
+            with output:
+                output.read()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+
+    def kill(self) -> None:
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def _end(self, signum: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            self.process.wait(10)
+            self._drain.join(10)
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    process = RedisProcess(tmp_path_factory.mktemp("redis"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def redis_url(redis_process: RedisProcess) -> str:
+    """The session's Redis, emptied for each test."""
+    client = redis.Redis.from_url(redis_process.url)
+    client.flushall()
+    client.close()
+    return redis_process.url
+
+
+ServerFactory = Callable[..., AbstractAsyncContextManager[Server]]
+
+
+@pytest.fixture
+def make_server(redis_url: str, tmp_path: Path) -> ServerFactory:
+    """``async with make_server(app=..., **settings) as server`` runs a server in this
+    process on a free loopback port (default app: ``handlers:app``)."""
+
+    @asynccontextmanager
+    async def start(app: App | None = None, **overrides: Any) -> AsyncIterator[Server]:
+        if app is None:
+            from handlers import app as default_app
+
+            app = default_app
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "data_dir": tmp_path / "data",
+            "redis_url": redis_url,
+        }
+        options.update(overrides)
+        server = Server(app, ServerSettings(**options))
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.close()
+
+    return start
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> AsyncIterator[Server]:
+    async with make_server() as running:
+        yield running
+
+
+_LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
+
+
+class ServerProcess:
+    """``xstream-server`` as a child process; its log is kept for failure reports."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.env = env
+        self.port = 0
+        self.log: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        ready = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xstream_server.cli.server", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=REPO,
+        )
+        stderr = self.process.stderr
+        assert stderr is not None
+
+        def drain() -> None:
+            with stderr:
+                for line in stderr:
+                    self.log.append(line)
+                    match = _LISTENING.search(line)
+                    if match:
+                        self.port = int(match.group(2))
+                        ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(timeout) or not self.port:
+            self.kill()
+            raise RuntimeError("xstream-server did not start:\n" + "".join(self.log))
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout)
+
+
+SpawnServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def spawn_server(redis_url: str, tmp_path: Path) -> Iterator[SpawnServer]:
+    """``spawn_server(*flags, env={...}, data_dir=..., redis_url=...)`` starts
+    ``xstream-server`` on a free port; every one started is killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def spawn(
+        *flags: str,
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        redis: str | None = redis_url,
+    ) -> ServerProcess:
+        args = ["--host", "127.0.0.1", "--port", "0"]
+        args += ["--data-dir", str(data_dir or tmp_path / "data")]
+        if redis is not None:
+            args += ["--redis-url", redis]
+        environment = {**os.environ, **(env or {})}
+        process = ServerProcess([*args, *flags], environment).start()
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        process.kill()
