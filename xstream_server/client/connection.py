@@ -174,7 +174,7 @@ class ClientConnection:
         """A stream was negotiated and its completion packet is not in yet."""
         return self._streaming
 
-    async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 — a bound, not a wait
+    async def close(self, timeout: float = 10.0) -> None:
         """Wait for every reply still due, then close the connection cleanly (aborting it
         if that takes longer than ``timeout`` seconds)."""
         try:

@@ -50,6 +50,8 @@ __all__ = [
     "DEFAULT_BUFFER_SIZE",
     "DEFAULT_ROUTE",
     "DEFAULT_SERVER",
+    "KeyCallback",
+    "RetryCallback",
     "RetryPolicy",
     "Upload",
     "UploadResult",
@@ -92,9 +94,12 @@ class UploadResult:
     headers: Mapping[str, str] = field(repr=False)
     windows: int = 0  # accept replies received (partial grants and resumes add to it)
     reconnects: int = 0
+    resumed_from: int = 0  # bytes the server already held when this run began
 
 
 KeyCallback = Callable[[str], None]
+# Told before each backoff delay: the retry number (1, 2, ...), the delay, what went wrong.
+RetryCallback = Callable[[int, float, Exception], None]
 
 
 class Upload:
@@ -126,6 +131,7 @@ class Upload:
         stall_timeout: float = 60.0,
         on_progress: ProgressCallback | None = None,
         on_key: KeyCallback | None = None,
+        on_retry: RetryCallback | None = None,
         announce_checksum: bool = False,
         replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     ) -> None:
@@ -147,6 +153,7 @@ class Upload:
         self._reply_timeout = reply_timeout
         self._stall_timeout = stall_timeout
         self._on_key = on_key
+        self._on_retry = on_retry
         self._announce_checksum = announce_checksum
         self._feed = ProgressFeed(self._source.total, on_progress)
 
@@ -159,6 +166,7 @@ class Upload:
         self._result: UploadResult | None = None
         self._windows = 0
         self._reconnects = 0
+        self._resumed_from = 0
 
     # -- what callers look at --------------------------------------------------------------
 
@@ -252,7 +260,10 @@ class Upload:
                             retries,
                         ) from exc
                     self._reconnects += 1
-                    await self._backoff(self._retry.delay(retries))
+                    delay = self._retry.delay(retries)
+                    if self._on_retry is not None:
+                        self._on_retry(retries, delay, exc)
+                    await self._backoff(delay)
             return await self._verified(response)
         finally:
             connection = self._connection
@@ -298,6 +309,8 @@ class Upload:
             metadata=self._metadata,
             authorization=self._authorization,
         )
+        if self._windows == 0:
+            self._resumed_from = grant.offset
         self._windows += 1
         if self._key is None:
             self._key = grant.key
@@ -374,6 +387,7 @@ class Upload:
             headers=reply.headers,
             windows=self._windows,
             reconnects=self._reconnects,
+            resumed_from=self._resumed_from,
         )
 
 

@@ -1,0 +1,280 @@
+"""Resumable uploads against the real server and real Redis, through a cutting proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from xstream_server.client import (
+    ConnectionFailedError,
+    NotResumableError,
+    Progress,
+    RetryPolicy,
+    StreamGoneError,
+    Upload,
+    UploadAborted,
+    UploadClosed,
+    UploadResult,
+    UploadSource,
+    upload,
+)
+from xstream_server.server import Server
+
+from .conftest import ProxyFactory, RandomFile
+
+MiB = 1024 * 1024
+FAST_RETRY = RetryPolicy(max_retries=5, initial_delay=0.001, max_delay=0.01)
+
+
+def address(server: Server) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def check_result(result: UploadResult, size: int, sha256: str, name: str | None) -> None:
+    assert result.size == size
+    assert result.sha256 == sha256
+    assert result.payload == {"key": result.key, "size": size, "sha256": sha256, "name": name}
+
+
+def assert_monotonic(snapshots: list[Progress], total: int) -> None:
+    assert snapshots, "no progress was reported"
+    acknowledged = [p.acknowledged for p in snapshots]
+    assert acknowledged == sorted(acknowledged)
+    assert all(0 <= p.acknowledged <= p.sent <= p.total == total for p in snapshots)
+    assert snapshots[-1].acknowledged == total
+
+
+async def test_upload_from_path(server: Server, random_file: RandomFile) -> None:
+    path, digest = random_file(3 * MiB + 17)
+    result = await upload(path, server=address(server))
+    check_result(result, 3 * MiB + 17, digest, path.name)
+    assert (result.windows, result.reconnects, result.resumed_from) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["file-object", "bytes-io", "async-iterator"])
+async def test_upload_from_other_sources(
+    server: Server, random_file: RandomFile, kind: str
+) -> None:
+    path, digest = random_file(2 * MiB + 5)
+    data = path.read_bytes()
+    source: UploadSource
+    total = None
+    if kind == "file-object":
+        source = open(path, "rb")  # noqa: SIM115, ASYNC230 — closed below
+    elif kind == "bytes-io":
+        source = io.BytesIO(data)
+    else:
+        source, total = chunks_of(data), len(data)
+    try:
+        result = await upload(source, server=address(server), total=total, name="n.bin")
+    finally:
+        if isinstance(source, io.IOBase):
+            source.close()
+    check_result(result, len(data), digest, "n.bin")
+
+
+async def test_partial_grants_are_followed_window_by_window(
+    server: Server, random_file: RandomFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XSTREAM_UPLOAD_WINDOW", str(MiB))
+    path, digest = random_file(5 * MiB + MiB // 2)
+    snapshots: list[Progress] = []
+    result = await upload(path, server=address(server), on_progress=snapshots.append)
+    check_result(result, 5 * MiB + MiB // 2, digest, path.name)
+    assert result.windows == 6
+    assert result.reconnects == 0
+    confirmed = sorted({p.acknowledged for p in snapshots})
+    assert confirmed == [0, *(n * MiB for n in range(1, 6)), 5 * MiB + MiB // 2]
+    assert_monotonic(snapshots, 5 * MiB + MiB // 2)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["path", "bytes-io", "async-iterator"])
+async def test_resumes_after_random_cuts(
+    server: Server, make_proxy: ProxyFactory, random_file: RandomFile, seed: int, kind: str
+) -> None:
+    size = 12 * MiB + 333
+    path, digest = random_file(size)
+    rng = random.Random(seed)
+    cuts = [rng.randrange(1_000, size // 4) for _ in range(4)]
+    proxy = await make_proxy(server.port, cuts=cuts)
+    source: UploadSource = path
+    if kind == "bytes-io":
+        source = io.BytesIO(path.read_bytes())
+    elif kind == "async-iterator":
+        source = chunks_of(path.read_bytes())
+    snapshots: list[Progress] = []
+    result = await upload(
+        source,
+        server=proxy.address,
+        total=size,
+        name="cut.bin",
+        retry=FAST_RETRY,
+        on_progress=snapshots.append,
+    )
+    check_result(result, size, digest, "cut.bin")
+    assert proxy.cuts_made == 4
+    assert result.reconnects == 4
+    assert result.windows == 5
+    assert_monotonic(snapshots, size)
+    # Resumed, not restarted: some reconnects went on from a durable offset inside the file,
+    # and the bytes sent again are only those in flight at each cut.
+    assert any(0 < p.acknowledged < size for p in snapshots)
+    assert sum(proxy.forwarded) < size + 4 * MiB
+
+
+async def test_progress_iterator_is_monotonic_across_cuts(
+    server: Server,
+    make_proxy: ProxyFactory,
+    random_file: RandomFile,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XSTREAM_UPLOAD_WINDOW", str(2 * MiB))
+    size = 9 * MiB
+    path, digest = random_file(size)
+    proxy = await make_proxy(server.port, cuts=[3 * MiB, MiB + 100, 2 * MiB + 7])
+    job = Upload(path, server=proxy.address, retry=FAST_RETRY)
+    seen: list[Progress] = []
+
+    async def watch() -> None:
+        async for snapshot in job.progress_updates():
+            seen.append(snapshot)
+
+    watcher = asyncio.create_task(watch())
+    result = await job.run()
+    await watcher  # ends by itself once the upload is over
+    check_result(result, size, digest, path.name)
+    assert proxy.cuts_made == 3
+    assert_monotonic(seen, size)
+
+
+async def test_close_finishes_the_window_and_the_server_confirms_it(
+    server: Server, random_file: RandomFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XSTREAM_UPLOAD_WINDOW", str(2 * MiB))
+    size = 8 * MiB
+    path, digest = random_file(size)
+    closing: list[asyncio.Task[UploadResult | None]] = []
+
+    def on_progress(progress: Progress) -> None:
+        # Halfway through the second window: ask for a graceful stop.
+        if not closing and progress.sent >= 3 * MiB:
+            closing.append(asyncio.ensure_future(job.close()))
+
+    job = Upload(path, server=address(server), on_progress=on_progress)
+    with pytest.raises(UploadClosed) as stopped:
+        await job.run()
+    assert await closing[0] is None
+    # The window in flight was finished and confirmed: exactly two windows are stored.
+    assert stopped.value.offset == 4 * MiB
+    assert stopped.value.key == job.key
+    assert job.progress == Progress(4 * MiB, 4 * MiB, size)
+
+    resumed = await upload(path, server=address(server), key=job.key)
+    assert resumed.resumed_from == 4 * MiB
+    check_result(resumed, size, digest, path.name)
+
+
+async def test_abort_drops_the_connection_at_once_and_stays_resumable(
+    server: Server, random_file: RandomFile
+) -> None:
+    size = 24 * MiB
+    path, digest = random_file(size)
+    aborted_at: list[Progress] = []
+
+    def on_progress(progress: Progress) -> None:
+        if not aborted_at and progress.sent >= 5 * MiB:
+            aborted_at.append(progress)
+            job.abort()
+
+    job = Upload(path, server=address(server), on_progress=on_progress)
+    with pytest.raises(UploadAborted) as stopped:
+        await job.run()
+    # No completion was waited for: nothing of the single window was confirmed.
+    assert stopped.value.offset == 0
+    assert stopped.value.key is not None
+    assert job.progress.sent < size
+
+    resumed = await upload(path, server=address(server), key=stopped.value.key)
+    check_result(resumed, size, digest, path.name)
+    assert resumed.key == stopped.value.key
+    assert resumed.resumed_from <= aborted_at[0].sent + 16 * MiB
+
+
+async def test_close_before_a_grant_is_known_stops_at_once(
+    server: Server, random_file: RandomFile
+) -> None:
+    path, _ = random_file(MiB)
+    job = Upload(path, server=address(server))
+    assert await job.close() is None
+    with pytest.raises(UploadClosed) as stopped:
+        await job.run()
+    assert (stopped.value.key, stopped.value.offset) == (None, 0)
+
+
+async def test_unknown_key_is_gone(server: Server, random_file: RandomFile) -> None:
+    path, _ = random_file(1000)
+    with pytest.raises(StreamGoneError) as refused:
+        await upload(path, server=address(server), key="A" * 32)
+    assert refused.value.status == 410
+
+
+async def test_announced_checksum_is_accepted(server: Server, random_file: RandomFile) -> None:
+    path, digest = random_file(MiB + 1)
+    result = await upload(path, server=address(server), announce_checksum=True)
+    check_result(result, MiB + 1, digest, path.name)
+
+
+async def test_completed_key_repeats_its_result(server: Server, random_file: RandomFile) -> None:
+    path, digest = random_file(MiB)
+    first = await upload(path, server=address(server))
+    again = await upload(path, server=address(server), key=first.key)
+    assert again.resumed_from == MiB
+    assert again.payload == first.payload
+    check_result(again, MiB, digest, path.name)
+
+
+async def test_one_pass_source_beyond_its_replay_buffer_is_not_resumable(
+    server: Server, make_proxy: ProxyFactory
+) -> None:
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    # Cut inside the first 1 MiB write: the client has handed all of it to the socket,
+    # and keeps only the last byte of it for replay.
+    proxy = await make_proxy(server.port, cuts=[300_000])
+    with pytest.raises(NotResumableError):
+        await upload(
+            chunks_of(data),
+            server=proxy.address,
+            total=len(data),
+            replay_buffer=1,
+            retry=FAST_RETRY,
+        )
+
+
+async def test_gives_up_after_bounded_retries(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    retries: list[int] = []
+    with pytest.raises(ConnectionFailedError) as failed:
+        await upload(
+            path,
+            server=f"127.0.0.1:{port}",
+            retry=RetryPolicy(max_retries=3, initial_delay=0.001),
+            on_retry=lambda n, delay, error: retries.append(n),
+        )
+    assert failed.value.attempts == 4
+    assert retries == [1, 2, 3]

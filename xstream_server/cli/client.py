@@ -1,0 +1,600 @@
+"""``xstream`` — upload files to an x-stream server, resuming where an earlier run stopped.
+
+Human output goes to stderr (progress bar, notes) and stdout (the key, the result); with
+``--json`` stdout carries one JSON object per line instead (``event``: ``key``, ``retry``,
+``done``, ``interrupted``, ``error``; ``status`` and ``request`` print one object).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import click
+from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # no stubs in dev deps
+
+from ..client import (
+    DEFAULT_ROUTE,
+    DEFAULT_SERVER,
+    ClientError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    IntegrityError,
+    Progress,
+    RetryPolicy,
+    ServerProtocolError,
+    StreamConflictError,
+    StreamGoneError,
+    Upload,
+    UploadResult,
+    XStreamError,
+    connect,
+    parse_address,
+)
+from ..client.errors import ChecksumMismatchError
+from ..client.resume_state import FileIdentity, ResumeStore, SavedUpload
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_SERVER_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONNECTION: Final = 3
+EXIT_INTEGRITY: Final = 4
+EXIT_PROTOCOL: Final = 5
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT
+EXIT_TERMINATED: Final = 143  # 128 + SIGTERM
+
+EXIT_CODES_HELP: Final = """\b
+Exit codes:
+  0    success
+  1    the server answered with an error status (refused, not found, ...)
+  2    usage error (bad option or argument, unreadable file)
+  3    the server could not be reached, or the connection kept failing
+       after every retry; run the same command again to resume
+  4    integrity: the server's sha256 differs from the file's, or the
+       server discarded the stream (460)
+  5    the server broke the wire protocol
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM); the upload is
+       resumable: run the same command again
+"""
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class Output:
+    json_mode: bool
+    quiet: bool
+
+    def note(self, message: str) -> None:
+        """Chatter for humans: stderr, silenced by --quiet and --json."""
+        if not self.quiet and not self.json_mode:
+            click.echo(message, err=True)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if self.json_mode:
+            click.echo(json.dumps({"event": kind, **fields}, default=_jsonable))
+
+    def document(self, value: Any) -> None:
+        click.echo(json.dumps(value, default=_jsonable))
+
+    def fail(self, code: int, message: str, **fields: Any) -> NoReturn:
+        click.echo(f"xstream: {message}", err=True)
+        self.event("error", exit_code=code, message=message, **fields)
+        raise _Exit(code)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _server_errors(out: Output, exc: BaseException, key: str | None = None) -> NoReturn:
+    """Map a client exception onto an exit code and message."""
+    if isinstance(exc, XStreamError):
+        code = EXIT_INTEGRITY if isinstance(exc, ChecksumMismatchError) else EXIT_SERVER_ERROR
+        out.fail(code, f"error {exc.status}: {exc.message}", status=exc.status, key=key)
+    if isinstance(exc, IntegrityError):
+        out.fail(EXIT_INTEGRITY, str(exc), key=key)
+    if isinstance(exc, ConnectionFailedError | ConnectionLostError):
+        out.fail(EXIT_CONNECTION, str(exc), key=key)
+    if isinstance(exc, ServerProtocolError):
+        out.fail(EXIT_PROTOCOL, f"protocol violation by the server: {exc}", key=key)
+    if isinstance(exc, ClientError):
+        out.fail(EXIT_USAGE, str(exc), key=key)
+    raise exc
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
+    try:
+        code = asyncio.run(make())
+    except _Exit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        click.echo("xstream: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+def _resolve_server(ctx: click.Context, server: str | None) -> str:
+    chosen = server or ctx.obj["server"]
+    try:
+        host, port = parse_address(chosen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server") from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _output(ctx: click.Context, quiet: bool, json_mode: bool) -> Output:
+    return Output(json_mode=json_mode or ctx.obj["json"], quiet=quiet or ctx.obj["quiet"])
+
+
+_server_option = click.option(
+    "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
+)
+_quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, no notes")
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    "-s",
+    envvar="XSTREAM_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="server address (env XSTREAM_SERVER)",
+)
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar, no notes")
+@click.version_option(package_name="xstream", prog_name="xstream")
+@click.pass_context
+def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
+    """Client of x-stream upload servers.
+
+    Uploads resume by themselves after a dropped connection; an interrupted command, run
+    again with the same file, server and route, continues from what the server stored
+    (the key is kept in $XSTREAM_STATE_DIR, else $XDG_STATE_HOME/xstream, else
+    ~/.local/state/xstream).
+    """
+    ctx.obj = {"server": server, "json": json_mode, "quiet": quiet}
+
+
+# -- upload --------------------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+@_server_option
+@click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="stream route")
+@click.option("--name", help="name sent to the route [default: the file's name]")
+@click.option(
+    "--header",
+    "-H",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="extra metadata header for the route (repeatable)",
+)
+@click.option("--fresh", is_flag=True, help="ignore a saved key; start a new stream")
+@click.option("--retries", default=8, show_default=True, help="reconnects without progress")
+@click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
+@click.option("--buffer-size", default=1024 * 1024, show_default=True, help="bytes per write")
+@click.option("--checksum", is_flag=True, help="announce the sha256 first (reads FILE twice)")
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
+@_quiet_option
+@click.pass_context
+def upload(
+    ctx: click.Context,
+    file: Path,
+    server: str | None,
+    route: str,
+    name: str | None,
+    headers: tuple[str, ...],
+    fresh: bool,
+    retries: int,
+    retry_delay: float,
+    buffer_size: int,
+    checksum: bool,
+    json_mode: bool,
+    quiet: bool,
+) -> None:
+    """Upload FILE; prints the key as soon as it is granted, then the result.
+
+    Ctrl-C, a dropped network or a killed process leave the upload resumable: run the
+    same command again and it continues from the server's durable offset.
+    """
+    out = _output(ctx, quiet, json_mode)
+    address = _resolve_server(ctx, server)
+    metadata = _parse_headers(headers)
+    if name is not None:
+        metadata["name"] = name
+    options = _UploadOptions(
+        address, route, metadata, fresh, RetryPolicy(retries, retry_delay), buffer_size, checksum
+    )
+    _run(lambda: _upload(file, options, out, ResumeStore()))
+
+
+@dataclass(frozen=True)
+class _UploadOptions:
+    server: str
+    route: str
+    metadata: dict[str, str | int]
+    fresh: bool
+    retry: RetryPolicy
+    buffer_size: int
+    announce_checksum: bool
+
+
+def _parse_headers(items: tuple[str, ...]) -> dict[str, str | int]:
+    headers: dict[str, str | int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--header")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+async def _upload(file: Path, options: _UploadOptions, out: Output, store: ResumeStore) -> int:
+    identity = FileIdentity.of(file)
+    saved = None if options.fresh else store.find(options.server, options.route, identity)
+    while True:
+        try:
+            return await _upload_once(file, identity, saved, options, out, store)
+        except (StreamGoneError, StreamConflictError) as exc:
+            if saved is None:
+                raise
+            # The saved key expired or no longer fits: forget it and start over, once.
+            store.remove(saved.key)
+            out.note(f"saved key {saved.key} refused ({exc.status} {exc.message}); starting over")
+            saved = None
+
+
+async def _upload_once(
+    file: Path,
+    identity: FileIdentity,
+    saved: SavedUpload | None,
+    options: _UploadOptions,
+    out: Output,
+    store: ResumeStore,
+) -> int:
+    bar = _ProgressBar(identity.size, disabled=out.quiet or out.json_mode)
+
+    def on_key(key: str) -> None:
+        store.save(store.new_entry(key, options.server, options.route, identity))
+        _announce_key(key, resumed=False)
+
+    def _announce_key(key: str, *, resumed: bool) -> None:
+        if out.json_mode:
+            out.event("key", key=key, resumed=resumed)
+        elif not out.quiet:
+            bar.write(f"key {key}" + (" (resuming)" if resumed else ""), stdout=True)
+
+    def on_retry(attempt: int, delay: float, error: Exception) -> None:
+        out.event("retry", attempt=attempt, delay=round(delay, 3), reason=str(error))
+        if not out.quiet and not out.json_mode:
+            bar.write(f"connection lost ({error}); retry {attempt} in {delay:.1f} s")
+
+    uploader = Upload(
+        file,
+        server=options.server,
+        route=options.route,
+        key=saved.key if saved else None,
+        metadata=options.metadata,
+        buffer_size=options.buffer_size,
+        retry=options.retry,
+        on_progress=bar.update,
+        on_key=on_key,
+        on_retry=on_retry,
+        announce_checksum=options.announce_checksum,
+    )
+    if saved is not None:
+        _announce_key(saved.key, resumed=True)
+
+    stopped_by: list[int] = []
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop(signum: int) -> None:
+        stopped_by.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        result = await uploader.run()
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        task.uncancel()
+        return _interrupted(uploader, stopped_by[0], out, store, options, identity)
+    except (IntegrityError, ChecksumMismatchError) as exc:
+        if uploader.key is not None:
+            store.remove(uploader.key)  # the stored content is wrong; resuming cannot fix it
+        _server_errors(out, exc, uploader.key)
+    except (StreamGoneError, StreamConflictError):
+        raise
+    except (XStreamError, ClientError) as exc:
+        _server_errors(out, exc, uploader.key)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        bar.close()
+    store.remove(result.key)
+    _print_result(result, out)
+    return EXIT_OK
+
+
+def _interrupted(
+    uploader: Upload,
+    signum: int,
+    out: Output,
+    store: ResumeStore,
+    options: _UploadOptions,
+    identity: FileIdentity,
+) -> int:
+    progress = uploader.progress
+    key = uploader.key
+    if key is not None:
+        entry = store.by_key(key) or store.new_entry(key, options.server, options.route, identity)
+        store.save(
+            SavedUpload(
+                entry.key,
+                entry.server,
+                entry.route,
+                entry.file,
+                entry.created,
+                progress.acknowledged,
+            )
+        )
+    name = signal.Signals(signum).name
+    click.echo(
+        f"xstream: {name}: stopped at {progress.acknowledged} of {progress.total} bytes "
+        "confirmed; run the same command again to resume",
+        err=True,
+    )
+    out.event(
+        "interrupted",
+        signal=name,
+        key=key,
+        acknowledged=progress.acknowledged,
+        total=progress.total,
+    )
+    return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
+
+
+def _print_result(result: UploadResult, out: Output) -> None:
+    if out.json_mode:
+        out.event(
+            "done",
+            key=result.key,
+            size=result.size,
+            sha256=result.sha256,
+            payload=result.payload,
+            resumed_from=result.resumed_from,
+            windows=result.windows,
+            reconnects=result.reconnects,
+        )
+    elif out.quiet:
+        click.echo(result.key)
+    else:
+        click.echo(f"done {result.key}")
+        click.echo(f"  size    {result.size} bytes")
+        click.echo(f"  sha256  {result.sha256}")
+        if result.resumed_from:
+            click.echo(f"  resumed from byte {result.resumed_from}")
+        if result.payload not in (None, b"", ""):
+            click.echo(f"  result  {json.dumps(result.payload, default=_jsonable)}")
+
+
+class _ProgressBar:
+    """tqdm showing bytes sent, rate and time left; notes the confirmed bytes too."""
+
+    def __init__(self, total: int, *, disabled: bool) -> None:
+        self._bar: tqdm[Any] = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            dynamic_ncols=True,
+            disable=True if disabled else None,  # None: only on a terminal
+            file=sys.stderr,
+        )
+        self._started = False
+        self._disabled = disabled
+
+    def update(self, progress: Progress) -> None:
+        bar = self._bar
+        if self._disabled:
+            return
+        if not self._started:
+            # The first snapshot is where the server's stored prefix ends: the rate counts
+            # from there, not from zero.
+            self._started = True
+            bar.reset(total=progress.total)
+            bar.initial = bar.n = progress.sent
+        else:
+            bar.update(progress.sent - bar.n)
+        bar.set_postfix_str(f"confirmed {progress.acknowledged * 100 // progress.total}%")
+
+    def write(self, message: str, *, stdout: bool = False) -> None:
+        self._bar.write(message, file=sys.stdout if stdout else sys.stderr)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+# -- status --------------------------------------------------------------------------------
+
+STATUS_ROUTE: Final = "/stream-status"
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("key")
+@_server_option
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
+@_quiet_option
+@click.pass_context
+def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, quiet: bool) -> None:
+    """Show how far the stream KEY got.
+
+    Asks the server's /stream-status route; a server without it gets a note, and what
+    the local state file knows about KEY is shown instead.
+    """
+    out = _output(ctx, quiet, json_mode)
+    store = ResumeStore()
+    saved = store.by_key(key)
+    if server is None and saved is not None:
+        server = saved.server
+    address = _resolve_server(ctx, server)
+    _run(lambda: _status(key, address, saved, out))
+
+
+async def _status(key: str, server: str, saved: SavedUpload | None, out: Output) -> int:
+    try:
+        async with connect(server) as conn:
+            reply = await conn.request(STATUS_ROUTE, json={"key": key})
+    except XStreamError as exc:
+        if exc.status != 404 or saved is None:
+            _server_errors(out, exc, key)
+        out.note(f"note: {server} has no {STATUS_ROUTE} route; showing the local record")
+        _print_saved(saved, out)
+        return EXIT_OK
+    except ClientError as exc:
+        if saved is not None:
+            _print_saved(saved, out)
+        _server_errors(out, exc, key)
+    info = reply.content
+    if out.json_mode:
+        out.document({"source": "server", **info} if isinstance(info, dict) else info)
+    elif isinstance(info, dict):
+        for field_name, value in info.items():
+            click.echo(f"{field_name:<8} {value}")
+        total, offset = info.get("total"), info.get("offset")
+        if isinstance(total, int) and isinstance(offset, int) and total > 0:
+            click.echo(f"{'done':<8} {offset * 100 / total:.1f}%")
+    else:
+        click.echo(json.dumps(info, default=_jsonable))
+    return EXIT_OK
+
+
+def _print_saved(saved: SavedUpload, out: Output) -> None:
+    if out.json_mode:
+        out.document({"source": "local", **saved.to_json()})
+        return
+    click.echo(f"key      {saved.key}")
+    click.echo(f"server   {saved.server}")
+    click.echo(f"route    {saved.route}")
+    click.echo(f"file     {saved.file.path}")
+    click.echo(f"total    {saved.file.size}")
+    click.echo(f"offset   {saved.acknowledged} (last confirmed to this machine)")
+    click.echo("state    unfinished (local record)")
+
+
+# -- request -------------------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("route")
+@_server_option
+@click.option("--json", "json_payload", metavar="JSON", help="send this JSON value")
+@click.option("--text", "text_payload", metavar="TEXT", help="send this text")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.File("rb"),
+    metavar="FILE",
+    help="send the bytes of FILE ('-' for stdin)",
+)
+@click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE")
+@click.option("--id", "request_id", help="request id, echoed by the server")
+@_quiet_option
+@click.pass_context
+def request(
+    ctx: click.Context,
+    route: str,
+    server: str | None,
+    json_payload: str | None,
+    text_payload: str | None,
+    data_file: Any,
+    headers: tuple[str, ...],
+    request_id: str | None,
+    quiet: bool,
+) -> None:
+    """Send one ordinary request to ROUTE and print the reply's payload.
+
+    For the whole reply as JSON (status, headers, payload) use `xstream --json request`.
+    """
+    out = _output(ctx, quiet, False)
+    given = [p for p in (json_payload, text_payload, data_file) if p is not None]
+    if len(given) > 1:
+        raise click.UsageError("give at most one of --json, --text, --data")
+    body: dict[str, Any] = {}
+    if json_payload is not None:
+        try:
+            body["json"] = json.loads(json_payload)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from None
+    elif text_payload is not None:
+        body["text"] = text_payload
+    elif data_file is not None:
+        body["data"] = data_file.read()
+    address = _resolve_server(ctx, server)
+    _run(lambda: _request(route, address, body, _parse_headers(headers), request_id, out))
+
+
+async def _request(
+    route: str,
+    server: str,
+    body: dict[str, Any],
+    metadata: dict[str, str | int],
+    request_id: str | None,
+    out: Output,
+) -> int:
+    try:
+        async with connect(server) as conn:
+            reply = await conn.request(route, **body, metadata=metadata, id=request_id, check=False)
+    except (XStreamError, ClientError) as exc:
+        _server_errors(out, exc)
+    except ValueError as exc:  # a header that cannot be put on the wire
+        out.fail(EXIT_USAGE, str(exc))
+    if out.json_mode:
+        out.document(
+            {"status": reply.status, "headers": dict(reply.headers), "payload": reply.content}
+        )
+    if reply.status != 0:
+        message = reply.message or "(no message)"
+        if not out.json_mode:
+            click.echo(f"xstream: error {reply.status}: {message}", err=True)
+        return EXIT_SERVER_ERROR
+    if not out.json_mode:
+        content = reply.content
+        if isinstance(content, bytes):
+            sys.stdout.buffer.write(content)
+            sys.stdout.flush()
+        elif isinstance(content, str):
+            click.echo(content)
+        else:
+            click.echo(json.dumps(content, indent=2, default=_jsonable))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    main()
