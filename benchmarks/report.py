@@ -34,6 +34,15 @@ def metric_of(scenario: str) -> str:
     return UPLOAD_METRIC.get(scenario, "mb_per_s")
 
 
+def measured(entry: dict[str, Any]) -> bool:
+    """The load generator ran to the end and at least one upload completed."""
+    return bool(entry["result"].get("values", {}).get("completed", 0))
+
+
+def failed_uploads(entries: Sequence[dict[str, Any]]) -> int:
+    return sum(int(m["result"].get("values", {}).get("failed", 0)) for m in entries)
+
+
 def ok(entry: dict[str, Any]) -> bool:
     values = entry["result"].get("values", {})
     return not entry["failure"] and bool(values) and not values.get("failed", 0)
@@ -65,8 +74,9 @@ def upload_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
         for durability in ("no-fsync", "fsync"):
             xs = select(measurements, scenario, "xstream", durability)
             bs = select(measurements, scenario, "baseline", durability)
-            x_by_rep = {m["repetition"]: m for m in xs if ok(m)}
-            b_by_rep = {m["repetition"]: m for m in bs if ok(m)}
+            # Throughput counts completed uploads only; failed ones are reported beside it.
+            x_by_rep = {m["repetition"]: m for m in xs if measured(m)}
+            b_by_rep = {m["repetition"]: m for m in bs if measured(m)}
             ratios = [
                 x_by_rep[r]["result"]["values"][metric] / b_by_rep[r]["result"]["values"][metric]
                 for r in sorted(x_by_rep.keys() & b_by_rep.keys())
@@ -83,6 +93,8 @@ def upload_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
                 "baseline": spread([m["result"]["values"][metric] for m in b_by_rep.values()]),
                 "ratio": ratio,
                 "failures": [m["failure"] for m in (*xs, *bs) if not ok(m)][:3],
+                "xstream_failed_uploads": failed_uploads(xs),
+                "baseline_failed_uploads": failed_uploads(bs),
                 "xstream_server_cpu": spread(
                     [
                         m["server_cpu_s"] / m["result"]["values"]["seconds"]
@@ -228,6 +240,10 @@ def cell(values: dict[str, float] | None, fmt: Callable[[float], str]) -> str:
     return f"{fmt(values['median'])} ({fmt(values['min'])}–{fmt(values['max'])})"
 
 
+def failed_text(count: int) -> str:
+    return f" ⚠ {count} failed" if count else ""
+
+
 def met_text(met: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "—"}[met]
 
@@ -245,9 +261,10 @@ def table(document: dict[str, Any]) -> str:
             cell(row["xstream_server_cpu"], lambda v: f"{v:.2f}"),
             cell(row["baseline_server_cpu"], lambda v: f"{v:.2f}"),
         )
+        xstream = cell(row["xstream"], fmt) + failed_text(row["xstream_failed_uploads"])
+        baseline = cell(row["baseline"], fmt) + failed_text(row["baseline_failed_uploads"])
         lines.append(
-            f"| {label(row)} | {row['durability']} | {cell(row['xstream'], fmt)} "
-            f"| {cell(row['baseline'], fmt)} | {ratio} | {cpu} |"
+            f"| {label(row)} | {row['durability']} | {xstream} | {baseline} | {ratio} | {cpu} |"
         )
     lines += ["", "| target | measured | goal | verdict |", "|---|---|---|---|"]
     for target in summary["targets"]:
