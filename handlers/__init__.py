@@ -2,8 +2,9 @@
 
 * ``/echo``: a request route that answers with the JSON payload it received.
 * ``/upload-file``: a byte-stream route. Each window is granted no more than the free space
-  of the storage (which keeps a reserve) and no more than ``XSTREAM_UPLOAD_WINDOW`` bytes
-  (unlimited when unset). The reserve is ``XSTREAM_STORAGE_RESERVE`` bytes (64 MiB); with nothing to grant it refuses with 507. The finished file stays
+  of the storage minus a reserve (``XSTREAM_STORAGE_RESERVE`` bytes, 64 MiB by default) and
+  no more than ``XSTREAM_UPLOAD_WINDOW`` bytes (unlimited when unset); with nothing to
+  grant it refuses with 507. The finished file stays
   under the data directory, named by its key; the client's ``name`` header is only reported.
 """
 

@@ -3,6 +3,7 @@ child processes, each on loopback with its own data directory."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import uvloop
 
 from xstream_server.app import App
 from xstream_server.embedded_redis import EmbeddedRedis
@@ -30,7 +32,7 @@ class RedisProcess:
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.embedded = EmbeddedRedis(directory, port=port)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
@@ -47,7 +49,7 @@ class RedisProcess:
         )
         output = self.process.stdout
         assert output is not None
-        lines = []
+        lines: list[str] = []
         for line in output:  # redis logs this line once it accepts connections
             lines.append(line)
             if "Ready to accept connections" in line:
@@ -211,3 +213,10 @@ def spawn_server(redis_url: str, tmp_path: Path) -> Iterator[SpawnServer]:
     yield spawn
     for process in started:
         process.kill()
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on uvloop, the loop the server runs on in production."""
+    return {"uvloop": uvloop.new_event_loop}

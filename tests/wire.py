@@ -4,6 +4,7 @@ and raw bytes a test asks for, so that every malformed case can be provoked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -31,7 +32,9 @@ class Wire:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def send_frame(self, header_block: bytes, payload: bytes = b"", *, declared: int | None = None) -> None:
+    async def send_frame(
+        self, header_block: bytes, payload: bytes = b"", *, declared: int | None = None
+    ) -> None:
         """A packet built by hand (possibly malformed); ``declared`` overrides payload_len."""
         size = len(payload) if declared is None else declared
         self.writer.write(PREFIX.pack(len(header_block), size) + header_block + payload)
@@ -61,10 +64,8 @@ class Wire:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
     async def __aenter__(self) -> Wire:
         return self

@@ -56,6 +56,7 @@ class TcpTransportServer:
         self.scratch = bytearray(_SCRATCH_SIZE)
         self.connections: set[PacketProtocol] = set()
         self._all_closed = asyncio.Event()
+        self._settling: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -65,6 +66,11 @@ class TcpTransportServer:
         )
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
+
+    def track(self, settling: asyncio.Task[None]) -> None:
+        """Windows being settled outlive their connection; shutdown waits for them."""
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
 
     def forget(self, connection: PacketProtocol) -> None:
         self.connections.discard(connection)
@@ -85,6 +91,8 @@ class TcpTransportServer:
                     await self._all_closed.wait()
         for connection in list(self.connections):
             connection.force_close()
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=self.settings.shutdown_timeout)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -165,6 +173,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
 
     # ---- timeouts ----------------------------------------------------------------------
     def _arm_timer(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = self._loop.call_later(delay, self._check_timeout)
 
     def _check_timeout(self) -> None:
@@ -172,10 +182,11 @@ class PacketProtocol(asyncio.BufferedProtocol):
             return
         raw = self.conn.mode is Mode.RAW
         limit = self.settings.raw_stall_timeout if raw else self.settings.idle_timeout
-        busy = self._pump is not None and not self._pump.done()
+        # Outside raw mode a running pump means a handler or a negotiation is at work.
+        busy = not raw and self._pump is not None and not self._pump.done()
         idle_for = time.monotonic() - self._last_activity
         if busy or idle_for < limit:
-            self._arm_timer(max(0.05, limit - idle_for) if not busy else limit)
+            self._arm_timer(limit if busy else max(0.05, limit - idle_for))
             return
         if raw:
             self.stop_window(Status.TIMEOUT, f"no raw bytes for {limit:g} s")
@@ -288,6 +299,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._window_over = asyncio.Event()
         session.on_stop(self.stop_window)
         self._last_activity = time.monotonic()
+        self._arm_timer(self.settings.raw_stall_timeout)
         early = self.conn.take_early_raw()
         if early:
             # The client sent raw bytes before our accept reply; they belong to the window.
@@ -299,6 +311,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
 
     def _buffer_full(self, done: WindowReceived | None) -> None:
         """The current buffer is full or the window is complete: send it to storage."""
+        if self._ending:
+            return  # the window is being settled; it stores the current buffer itself
         if self._flush is not None and not self._flush.done():
             # Storage is behind: hold the socket until the previous buffer is written.
             self._pause_reading()
@@ -340,7 +354,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         if session is None or self._ending:
             return
         self._ending = True
-        self._loop.create_task(self._settle_window(session, done, error))
+        self.server.track(self._loop.create_task(self._settle_window(session, done, error)))
 
     async def _settle_window(
         self, session: StreamSession, done: WindowReceived | None, error: BaseException | None
@@ -348,7 +362,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         """Finish the window: all bytes in (``done``), storage failed (``error``), told to
         stop (``self._stop``), or the client left (none of them)."""
         try:
-            if self._flush is not None and not self._flush.done():
+            while self._flush is not None and not self._flush.done():
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._flush)
             error = error or self._flush_error
@@ -376,6 +390,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
             if self.conn.mode is Mode.CLOSED:
                 self._close()
         self._resume_reading()
+        self._last_activity = time.monotonic()
+        self._arm_timer(self.settings.idle_timeout)
         assert self._window_over is not None
         self._window_over.set()
 
