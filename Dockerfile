@@ -1,0 +1,19 @@
+# xstream server, listening on all interfaces on port 7070.
+# Redis: embedded (a child redis-server keeping its append-only file in /data/redis),
+# unless XSTREAM_REDIS_URL is set, e.g. -e XSTREAM_REDIS_URL=redis://redis:6379/0
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY xstream_server ./xstream_server
+COPY handlers ./handlers
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 xstream \
+    && mkdir /data && chown xstream /data
+USER xstream
+ENV XSTREAM_HOST=0.0.0.0 \
+    XSTREAM_PORT=7070 \
+    XSTREAM_DATA_DIR=/data
+VOLUME /data
+EXPOSE 7070
+STOPSIGNAL SIGTERM
+CMD ["xstream-server"]
