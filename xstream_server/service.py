@@ -125,6 +125,8 @@ class StreamSession:
         self._hasher = hasher
         self._settings = service.settings
         self._last_checkpoint = time.monotonic()
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._checkpoint_error: Exception | None = None
         self._released = asyncio.Event()
         self._on_stop: StopCallback | None = None
         self.failed: Completion | None = None
@@ -142,7 +144,9 @@ class StreamSession:
         self._on_stop = callback
 
     async def write(self, data: memoryview) -> None:
-        """Store raw bytes; checkpoint when the byte or time cadence says so."""
+        """Store raw bytes; start a checkpoint when the byte or time cadence says so."""
+        if self._checkpoint_error is not None:
+            raise self._checkpoint_error
         hasher = self._hasher
         if hasher is not None and len(data) >= 64 * 1024:
             # Both release the GIL: the write and the hash run side by side in the pool.
@@ -157,19 +161,35 @@ class StreamSession:
         if (
             self.written - self.durable >= self._settings.checkpoint_bytes
             or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
-        ):
-            await self.checkpoint()
+        ) and (self._checkpointing is None or self._checkpointing.done()):
+            # In the background: writing goes on while the fsync runs.
+            self._last_checkpoint = time.monotonic()
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint_to(self.written)
+            )
+
+    async def _checkpoint_to(self, offset: int) -> None:
+        """write → fsync → record, for the bytes written before ``offset``."""
+        try:
+            await self._writer.sync()
+            await self.service.store.checkpoint(self.key, self.owner, offset)
+        except Exception as exc:
+            self._checkpoint_error = exc
+            return
+        self.durable = max(self.durable, offset)
 
     async def checkpoint(self) -> None:
-        """write → fsync → record: after this, ``durable`` bytes survive a crash."""
-        offset = self.written
-        if offset == self.durable:
-            self._last_checkpoint = time.monotonic()
-            return
-        await self._writer.sync()
-        await self.service.store.checkpoint(self.key, self.owner, offset)
-        self.durable = offset
+        """Settle: on return every byte written so far is durable (or an error is raised)."""
+        if self._checkpointing is not None:
+            await self._checkpointing
+            self._checkpointing = None
+        if self._checkpoint_error is not None:
+            raise self._checkpoint_error
         self._last_checkpoint = time.monotonic()
+        if self.written != self.durable:
+            await self._checkpoint_to(self.written)
+            if self._checkpoint_error is not None:
+                raise self._checkpoint_error
 
     async def finish(self) -> Completion:
         """The window is in: make it durable, complete the stream if it was the last one."""
