@@ -131,6 +131,11 @@ class ServerConnection:
             ) from None
 
     @property
+    def pending_input(self) -> int:
+        """Bytes received in packet mode and not yet handed out as events."""
+        return self._decoder.buffered
+
+    @property
     def stream(self) -> StreamRequest | None:
         """The stream request being negotiated, received or completed, if any."""
         return self._stream

@@ -160,6 +160,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
                 self._buffer_full(done)
             return
         self.conn.receive_data(self.server.scratch[:nbytes])
+        if self.conn.pending_input > _MAX_PENDING_INPUT:
+            self._pause_reading()  # the pump resumes reading once it has caught up
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -210,6 +212,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
                 self._abort(exc.status, exc.message)
                 return
             if event is NEED_DATA or event is PAUSED:
+                if event is NEED_DATA:
+                    self._resume_reading()
                 return
             if isinstance(event, ConnectionClosed):
                 self._close()
