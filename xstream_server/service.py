@@ -452,7 +452,13 @@ class StreamService:
         if record.state is StreamState.COMPLETE:
             session = self._session(record, route, _NoWriter(record.total), owner, 0, None, client)
             return Accepted(session, record.total, 0, buffer_size)
-        writer = await self.storage.open_part(record.key, record.offset)
+        writer: PartWriter
+        if record.offset == record.total and await self.storage.is_finished(record.key):
+            # Finalized before a crash that came before the record said so: only the
+            # completion (handler, result) is left to do.
+            writer = _NoWriter(record.total)
+        else:
+            writer = await self.storage.open_part(record.key, record.offset)
         try:
             if writer.offset != record.offset:
                 # The part is shorter than its record claims (written without fsync, or lost).

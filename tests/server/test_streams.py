@@ -436,3 +436,35 @@ async def test_shutdown_answers_503_with_bytes_missing(make_server: ServerFactor
         missing = int(reply.headers["x-stream"].partition(":")[0])
         assert 900_000 <= missing < 1_000_000
         await wire.close()
+
+
+async def test_crash_between_finalize_and_record_completes_on_resume(
+    make_server: ServerFactory, redis_url: str
+) -> None:
+    """The part was renamed into place but the record never heard of it (a crash came in
+    between): a resume must complete the stream, not start it again."""
+    data = b"0123456789"
+    async with make_server() as running, await Wire.connect(running.port) as wire:
+        accept = await wire.request({"route": "/upload-file", "x-stream": "10:10"})
+        key = accept.headers["x-stream-key"]
+        await wire.send_raw(data[:5])
+        await wire.close()
+        streams = running.settings.data_dir / "streams"
+    # The server is down: play the crash's leftovers by hand.
+    part = streams / "parts" / f"{key}.part"
+    with part.open("ab") as f:
+        f.write(data[5:])
+    part.rename(streams / "complete" / key)
+    client = aioredis.Redis.from_url(redis_url)
+    await client.hset(f"xs:{{{key}}}:stream", "offset", 10)
+    await client.aclose()
+    async with make_server() as running, await Wire.connect(running.port) as wire:
+        resume = await wire.request(
+            {"route": "/upload-file", "x-stream": "10:10", "x-stream-key": key}
+        )
+        assert status(resume) == 0
+        assert resume.headers["x-stream-offset"] == "10"
+        done = await wire.receive()
+    assert status(done) == 0
+    assert done.headers["x-stream"] == "0:0"
+    assert done.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"

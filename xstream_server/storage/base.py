@@ -56,12 +56,17 @@ class Storage(Protocol):
 
     async def part_size(self, key: str) -> int | None: ...
 
+    async def is_finished(self, key: str) -> bool:
+        """True when ``finalize`` has run for ``key`` (its part is gone)."""
+        ...
+
     async def hash_part(self, key: str, size: int) -> str:
         """sha256 hex digest of the first ``size`` bytes of the part."""
         ...
 
     async def finalize(self, key: str) -> Path:
-        """Turn the part into the finished object, atomically and durably; return its path."""
+        """Turn the part into the finished object, atomically and durably; return its path.
+        Idempotent: finalizing a finished key returns its path again."""
         ...
 
     async def discard(self, key: str) -> None: ...

@@ -125,9 +125,17 @@ class FileStorage:
         except FileNotFoundError:
             return None
 
+    async def is_finished(self, key: str) -> bool:
+        return await aiofiles.os.path.exists(self.finished_path(key)) and not (
+            await aiofiles.os.path.exists(self._part(key))
+        )
+
     async def hash_part(self, key: str, size: int) -> str:
+        path = self._part(key)
+        if not await aiofiles.os.path.exists(path):
+            path = self.finished_path(key)  # finalized already (a crash came before the record)
         try:
-            digest: str = await _hash_file(self._part(key), size)
+            digest: str = await _hash_file(path, size)
         except OSError as exc:
             raise _storage_error(exc, "hashing the part") from exc
         return digest
@@ -135,6 +143,8 @@ class FileStorage:
     async def finalize(self, key: str) -> Path:
         part, final = self._part(key), self.finished_path(key)
         try:
+            if await self.is_finished(key):
+                return final  # renamed before a crash; the record was not told yet
             await aiofiles.os.replace(part, final)
             if self.fsync:
                 await _sync_directory(self.complete)
