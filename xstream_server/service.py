@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
 __all__ = [
+    "STATUS_ROUTE",
     "Accepted",
     "Completion",
     "Refused",
@@ -54,6 +55,7 @@ __all__ = [
 log = logging.getLogger("xstream.service")
 
 _HASHER_CACHE: Final = 4096
+STATUS_ROUTE: Final = "/stream-status"
 _POLL: Final = 0.005  # seconds between attempts to take a lease that is being released
 
 
@@ -294,6 +296,8 @@ class StreamService:
     # ---- ordinary requests -------------------------------------------------------------
     async def handle_request(self, request: Request) -> Response:
         route = self.app.routes.get(request.route)
+        if route is None and request.route == STATUS_ROUTE:
+            return await self._stream_status(request)
         if route is None:
             return Response(Status.NOT_FOUND, message=f"no route {request.route}")
         if not isinstance(route, RequestRoute):
@@ -322,6 +326,42 @@ class StreamService:
             log.exception("handler of %s failed", request.route)
             return Response(Status.SERVER_ERROR, message="handler error")
         return Response(Status.OK, payload, fmt, headers)
+
+    async def _stream_status(self, request: Request) -> Response:
+        """The built-in ``/stream-status`` route: JSON ``{"key": K}`` in, the stream's
+        route, total, durable offset and state out. An app may register its own instead."""
+        try:
+            key = json.loads(request.payload)["key"]
+            if not isinstance(key, str):
+                raise TypeError(key)
+        except (ValueError, KeyError, TypeError):
+            return Response(Status.BAD_REQUEST, message='payload must be JSON {"key": "<key>"}')
+        try:
+            record = await self.store.get(key)
+            if record is None:
+                return Response(Status.GONE, message="stream key unknown or expired")
+            route = self.app.routes.get(record.route)
+            if (
+                isinstance(route, StreamRoute)
+                and route.auth is not None
+                and await route.auth(request.authorization) != record.principal
+            ):
+                return Response(Status.FORBIDDEN, message="stream belongs to someone else")
+        except RouteError as exc:
+            return Response(exc.status, message=exc.message)
+        except StateUnavailable:
+            return Response(Status.UNAVAILABLE, message="state store unreachable")
+        info = {
+            "key": key,
+            "route": record.route,
+            "total": record.total,
+            "offset": record.offset,
+            "state": record.state.value,
+            "expires": round(record.updated + record.expiry, 3)
+            if record.state is StreamState.ACTIVE
+            else None,
+        }
+        return Response(Status.OK, json.dumps(info).encode(), DataFormat.JSON)
 
     # ---- streams -----------------------------------------------------------------------
     async def open_stream(self, request: StreamRequest, client: str) -> Accepted | Refused:

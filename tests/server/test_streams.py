@@ -468,3 +468,32 @@ async def test_crash_between_finalize_and_record_completes_on_resume(
     assert status(done) == 0
     assert done.headers["x-stream"] == "0:0"
     assert done.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+async def test_stream_status_route_reports_durable_offset(server: Server) -> None:
+    async with await Wire.connect(server.port) as wire:
+        accept = await wire.request({"route": "/upload-file", "x-stream": "100:10"})
+        key = accept.headers["x-stream-key"]
+        await wire.send_raw(b"x" * 40)
+    async with await Wire.connect(server.port) as wire:
+        # The first connection's window is settled once its lease is gone; a resume waits
+        # for exactly that, so it is the event to wait on before asking for the status.
+        resume = await wire.request(
+            {"route": "/upload-file", "x-stream": "100:10", "x-stream-key": key}
+        )
+        assert resume.headers["x-stream-offset"] == "40"
+        await wire.send_raw(b"y" * 60)
+        assert status(await wire.receive()) == 0
+        info = await wire.request(
+            {"route": "/stream-status", "data-format": "json"}, json.dumps({"key": key}).encode()
+        )
+        assert status(info) == 0
+        body = json.loads(info.payload)
+        assert body["total"] == 100
+        assert body["offset"] == 100
+        assert body["state"] == "complete"
+        assert body["route"] == "/upload-file"
+        unknown = await wire.request({"route": "/stream-status"}, b'{"key": "nope"}')
+        assert status(unknown) == 410
+        bad = await wire.request({"route": "/stream-status"}, b"[]")
+        assert status(bad) == 400
