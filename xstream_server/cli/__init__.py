@@ -1,0 +1,1 @@
+"""Command-line entry points: ``xstream-server`` (server.py) and ``xstream`` (client.py)."""
