@@ -98,6 +98,8 @@ class Output:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
+        if not value:
+            return None
         return {"base64": base64.b64encode(value).decode()}
     if isinstance(value, Path):
         return str(value)
@@ -472,8 +474,15 @@ async def _status(key: str, server: str, saved: SavedUpload | None, out: Output)
         async with connect(server) as conn:
             reply = await conn.request(STATUS_ROUTE, json={"key": key})
     except XStreamError as exc:
-        if exc.status != 404 or saved is None:
+        if exc.status != 404:
             _server_errors(out, exc, key)
+        if saved is None:
+            out.fail(
+                EXIT_SERVER_ERROR,
+                f"{server} has no {STATUS_ROUTE} route and {key} is not in the local state",
+                status=exc.status,
+                key=key,
+            )
         out.note(f"note: {server} has no {STATUS_ROUTE} route; showing the local record")
         _print_saved(saved, out)
         return EXIT_OK
