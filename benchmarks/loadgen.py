@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--count", type=int, default=500)
     resume.add_argument("--size", type=int, default=MiB)
     resume.add_argument("--setup-concurrency", type=int, default=32)
-    resume.add_argument("--settle", type=float, default=0.5)
+    resume.add_argument("--settle", type=float, default=3.0)
     idle = commands.add_parser("idle")
     idle.add_argument("--count", type=int, default=5000)
     idle.add_argument("--connect-concurrency", type=int, default=CONNECT_PARALLELISM)

@@ -482,7 +482,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repetitions", type=int, help="override the plan's repetitions")
     parser.add_argument("--baseline-only", action="store_true", help="skip the xstream server")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only rewrite the report of a saved run"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        render(json.loads(args.render.read_text()), args.render.parent, args.render.stem)
+        return
 
     plan = QUICK if args.quick else FULL
     if args.repetitions:
@@ -527,12 +533,17 @@ def main(argv: list[str] | None = None) -> None:
         "notes": run.notes,
         "measurements": run.measurements,
     }
-    document["summary"] = report.summarise(document)
     stem = started.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"{stem}.json"
+    render(document, args.out, stem)
+
+
+def render(document: dict[str, Any], out: Path, stem: str) -> None:
+    """Summarise, save the JSON, write the Markdown report and plots, print the table."""
+    document["summary"] = report.summarise(document)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{stem}.json"
     json_path.write_text(json.dumps(document, indent=1) + "\n")
-    written = report.write(document, args.out, stem)
+    written = report.write(document, out, stem)
     print()
     print(report.table(document))
     print()
