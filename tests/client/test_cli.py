@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from xstream_server.client.resume_state import FileIdentity, ResumeStore
 from xstream_server.server import Server
 
 from .conftest import ProxyFactory, RandomFile
@@ -233,3 +234,20 @@ async def test_status_falls_back_to_the_local_state_when_the_server_is_away(
     )
     assert local["file"]["size"] == 8 * MiB
     assert error["event"] == "error"
+
+
+async def test_an_expired_saved_key_starts_over(
+    server: Server, cli: Cli, random_file: RandomFile, tmp_path: Path
+) -> None:
+    path, digest = random_file(MiB)
+    stale = "S" * 24  # a key the server does not know (expired, or another server's)
+    store = ResumeStore(tmp_path / "state")
+    store.save(store.new_entry(stale, address(server), "/upload-file", FileIdentity.of(path)))
+
+    done = await cli.run("--json", "upload", str(path), "-s", address(server))
+    assert done.code == 0, done.stderr
+    resumed, fresh, final = done.events
+    assert resumed == {"event": "key", "key": stale, "resumed": True}
+    assert fresh["key"] != stale and fresh["resumed"] is False
+    assert (final["key"], final["sha256"], final["resumed_from"]) == (fresh["key"], digest, 0)
+    assert store.entries() == []

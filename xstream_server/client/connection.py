@@ -37,7 +37,10 @@ DEFAULT_PORT: Final = 7070
 # Replies of routes may be larger than the server's own default request limit.
 _CLIENT_LIMITS: Final = Limits(max_header_block=64 * 1024, max_headers=256, max_payload=1 << 30)
 _READ_SIZE: Final = 256 * 1024
-_SENDFILE_SPAN: Final = 8 * 1024 * 1024  # one progress update per span on the sendfile path
+# The sendfile path reports progress once per span; spans adapt to take about this long.
+_SPAN_SECONDS: Final = 0.1
+_SPAN_MIN: Final = 256 * 1024
+_SPAN_MAX: Final = 32 * 1024 * 1024
 _MISSING: Final[Any] = object()
 
 
@@ -354,14 +357,15 @@ class ClientConnection:
         the event loop and transport support it, else by reading blocks in a worker
         thread while the previous block is being written. ``sent`` is told each step."""
         end = offset + count
+        loop = asyncio.get_running_loop()
+        span = _SPAN_MIN
         while self._use_sendfile and offset < end:
             self._check_open()
-            span = min(_SENDFILE_SPAN, end - offset)
+            span = min(span, end - offset)
+            started = loop.time()
             try:
                 async with asyncio.timeout(self.stall_timeout):
-                    await asyncio.get_running_loop().sendfile(
-                        self._writer.transport, file, offset, span, fallback=False
-                    )
+                    await loop.sendfile(self._writer.transport, file, offset, span, fallback=False)
             except TimeoutError:
                 self.abort()
                 raise ConnectionLostError(f"sending stalled for {self.stall_timeout} s") from None
@@ -373,6 +377,8 @@ class ClientConnection:
                 break
             offset += span
             sent(span)
+            elapsed = max(loop.time() - started, 1e-6)
+            span = int(min(max(span * _SPAN_SECONDS / elapsed, _SPAN_MIN), _SPAN_MAX, 4 * span))
         if offset < end:
             await self._send_file_by_blocks(file.fileno(), offset, end, sent)
 

@@ -95,13 +95,14 @@ class ResumeStore:
         return self._load()
 
     def save(self, entry: SavedUpload) -> None:
-        """Add ``entry``, replacing any entry for the same key or the same upload target."""
+        """Add ``entry``, replacing any entry for the same key or for the same path on the
+        same server and route (an older version of the file cannot be resumed anyway)."""
+        target = (entry.server, entry.route, entry.file.path)
         with self._locked():
             kept = [
                 e
                 for e in self._load()
-                if e.key != entry.key
-                and (e.server, e.route, e.file) != (entry.server, entry.route, entry.file)
+                if e.key != entry.key and (e.server, e.route, e.file.path) != target
             ]
             self._store([*kept, entry])
 

@@ -44,7 +44,7 @@ from .errors import (
     error_for_status,
 )
 from .progress import Progress, ProgressCallback, ProgressFeed
-from .sources import DEFAULT_REPLAY_BUFFER, Source, UploadSource, open_source
+from .sources import DEFAULT_REPLAY_BUFFER, Source, StreamSource, UploadSource, open_source
 
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
@@ -142,6 +142,9 @@ class Upload:
         self._source: Source = open_source(
             source, total=total, name=name, replay_buffer=replay_buffer
         )
+        if announce_checksum and isinstance(self._source, StreamSource):
+            self._source.close()
+            raise ValueError("announce_checksum needs a file: a one-pass source is hashed as sent")
         self._key = key
         self._metadata = dict(metadata or {})
         if self._source.name is not None:
