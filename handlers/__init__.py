@@ -13,7 +13,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from xstream_server import App, CompletedUpload, RequestContext, RouteError, Status, StreamOffer
+from xstream_server import (
+    App,
+    CompletedUpload,
+    DataFormat,
+    Reply,
+    RequestContext,
+    RouteError,
+    Status,
+    StreamOffer,
+)
 
 __all__ = ["app"]
 
@@ -23,10 +32,11 @@ app = App()
 
 
 @app.request("/echo")
-async def echo(request: RequestContext) -> Any:
+async def echo(request: RequestContext) -> Reply:
     if request.data_format != "json":
         raise RouteError(Status.BAD_REQUEST, "/echo takes data-format: json")
-    return request.content
+    # The server has already checked that the payload is JSON: send it back as it came.
+    return Reply(request.payload, DataFormat.JSON)
 
 
 def _positive_env(name: str, default: int | None) -> int | None:

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import resource
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -57,9 +58,12 @@ class Server:
         self.service: StreamService | None = None
         self.transport: TcpTransportServer | None = None
         self.store: RedisStateStore | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         _raise_open_file_limit()
+        self._executor = ThreadPoolExecutor(self.settings.io_threads, thread_name_prefix="xs-io")
+        asyncio.get_running_loop().set_default_executor(self._executor)
         data_dir = self.settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.redis_url is None:

@@ -56,6 +56,9 @@ class ServerSettings(BaseSettings):
     # Streams open at once from one client (its principal, else its address): 429 beyond.
     max_streams_per_client: int = Field(default=1024, ge=1)
 
+    # Threads for file I/O, hashing and fsync (blocking calls leave the event loop here).
+    io_threads: int = Field(default=16, ge=2)
+
     shutdown_timeout: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"

@@ -118,23 +118,35 @@ def _text(value: bytes | None) -> str | None:
 
 
 class RedisStateStore:
-    def __init__(self, url: str, *, timeout: float = 2.0, lease_seconds: float = 3.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        lease_seconds: float = 3.0,
+        max_connections: int = 64,
+    ) -> None:
         self.url = url
         self.lease_seconds = lease_seconds
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection: hundreds of streams
+        # checkpointing at once queue up instead of failing ("too many connections").
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=0,
             retry_on_timeout=False,
         )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._checkpoint = self._redis.register_script(_CHECKPOINT)
         self._complete = self._redis.register_script(_COMPLETE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     @_unavailable_on_redis_error
     async def ping(self) -> None:

@@ -1,6 +1,14 @@
 """Where stream bytes are kept: the ``Storage`` interface and its file implementation."""
 
-from .base import PartInfo, PartWriter, Storage, StorageError, StorageFull
+from .base import Digest, PartInfo, PartWriter, Storage, StorageError, StorageFull
 from .files import FileStorage
 
-__all__ = ["FileStorage", "PartInfo", "PartWriter", "Storage", "StorageError", "StorageFull"]
+__all__ = [
+    "Digest",
+    "FileStorage",
+    "PartInfo",
+    "PartWriter",
+    "Storage",
+    "StorageError",
+    "StorageFull",
+]

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["PartInfo", "PartWriter", "Storage", "StorageError", "StorageFull"]
+__all__ = ["Digest", "PartInfo", "PartWriter", "Storage", "StorageError", "StorageFull"]
+
+
+class Digest(Protocol):
+    """A running hash (``hashlib.sha256()``) that storage feeds as it writes."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
 
 
 class StorageError(Exception):
@@ -35,7 +41,12 @@ class PartWriter(Protocol):
         """Bytes of the part written so far (durable only after ``sync``)."""
         ...
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    async def write(
+        self, data: bytes | bytearray | memoryview, digest: Digest | None = None
+    ) -> None:
+        """Append ``data``; when all of it is written, feed it to ``digest`` too. On error,
+        ``offset`` counts the bytes that did reach the part and ``digest`` is untouched."""
+        ...
 
     async def sync(self) -> None:
         """Make every written byte survive a crash (fsync)."""

@@ -43,6 +43,8 @@ log = logging.getLogger("xstream.tcp")
 _SCRATCH_SIZE: Final = 256 * 1024
 # Stop reading pipelined requests while this much input waits to be parsed.
 _MAX_PENDING_INPUT: Final = 4 * 1024 * 1024
+# Replies to pipelined requests are gathered up to this size before they are written.
+_REPLY_BATCH: Final = 64 * 1024
 
 
 class TcpTransportServer:
@@ -109,6 +111,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._pump: asyncio.Task[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
+        self._replies: list[bytes] = []
+        self._replies_size = 0
         self._reading_paused = False
         self._last_activity = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
@@ -203,47 +207,66 @@ class PacketProtocol(asyncio.BufferedProtocol):
             self._pump = self._loop.create_task(self._run_pump())
 
     async def _run_pump(self) -> None:
+        """Answer events in order. Replies to a pipelined batch leave in one write."""
         conn = self.conn
-        while not self._closing:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                log.info("%s: protocol error %d: %s", self.client, int(exc.status), exc.message)
-                self._abort(exc.status, exc.message)
-                return
-            if event is NEED_DATA or event is PAUSED:
-                if event is NEED_DATA:
-                    self._resume_reading()
-                return
-            if isinstance(event, ConnectionClosed):
-                self._close()
-                return
-            if not self._writable.is_set():
-                await self._writable.wait()
-            if isinstance(event, Request):
-                response = await self.service.handle_request(event)
-                self._write(
-                    conn.respond(
-                        event,
-                        response.status,
-                        payload=response.payload,
-                        data_format=response.data_format,
-                        message=response.message,
-                        headers=response.headers,
+        try:
+            while not self._closing:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    log.info("%s: protocol error %d: %s", self.client, int(exc.status), exc.message)
+                    self._abort(exc.status, exc.message)
+                    return
+                if event is NEED_DATA or event is PAUSED:
+                    if event is NEED_DATA:
+                        self._resume_reading()
+                    return
+                if isinstance(event, ConnectionClosed):
+                    self._close()
+                    return
+                if not self._writable.is_set():
+                    self._flush_replies()
+                    await self._writable.wait()
+                if isinstance(event, Request):
+                    response = await self.service.handle_request(event)
+                    self._queue_reply(
+                        conn.respond(
+                            event,
+                            response.status,
+                            payload=response.payload,
+                            data_format=response.data_format,
+                            message=response.message,
+                            headers=response.headers,
+                        )
                     )
-                )
-            elif isinstance(event, InvalidRequest):
-                self._write(conn.respond(event, event.status, message=event.message))
-            elif isinstance(event, StreamRequest):
-                await self._negotiate(event)
-            elif isinstance(event, WindowReceived):  # pragma: no cover - raw mode handles it
-                raise AssertionError("window events are handled in raw mode")
+                elif isinstance(event, InvalidRequest):
+                    self._queue_reply(conn.respond(event, event.status, message=event.message))
+                elif isinstance(event, StreamRequest):
+                    self._flush_replies()
+                    await self._negotiate(event)
+                elif isinstance(event, WindowReceived):  # pragma: no cover - raw mode does it
+                    raise AssertionError("window events are handled in raw mode")
+        finally:
+            self._flush_replies()
+
+    def _queue_reply(self, data: bytes) -> None:
+        self._replies.append(data)
+        self._replies_size += len(data)
+        if self._replies_size >= _REPLY_BATCH:
+            self._flush_replies()
+
+    def _flush_replies(self) -> None:
+        if self._replies:
+            self._write(b"".join(self._replies))
+            self._replies.clear()
+            self._replies_size = 0
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
             self.transport.write(data)
 
     def _abort(self, status: Status, message: str) -> None:
+        self._flush_replies()
         self._write(self.conn.abort(status, message))
         self._close()
 
