@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, BinaryIO, Final, NoReturn
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # no stubs in dev deps
@@ -495,10 +495,11 @@ async def _status(key: str, server: str, saved: SavedUpload | None, out: Output)
         out.document({"source": "server", **info} if isinstance(info, dict) else info)
     elif isinstance(info, dict):
         for field_name, value in info.items():
-            click.echo(f"{field_name:<8} {value}")
+            if value is not None:
+                click.echo(f"{field_name:<8} {value}")
         total, offset = info.get("total"), info.get("offset")
         if isinstance(total, int) and isinstance(offset, int) and total > 0:
-            click.echo(f"{'done':<8} {offset * 100 / total:.1f}%")
+            click.echo(f"{'stored':<8} {offset * 100 / total:.1f}%")
     else:
         click.echo(json.dumps(info, default=_jsonable))
     return EXIT_OK
@@ -542,7 +543,7 @@ def request(
     server: str | None,
     json_payload: str | None,
     text_payload: str | None,
-    data_file: Any,
+    data_file: BinaryIO | None,
     headers: tuple[str, ...],
     request_id: str | None,
     quiet: bool,

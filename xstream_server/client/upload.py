@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -191,7 +191,7 @@ class Upload:
 
     # -- running and stopping --------------------------------------------------------------
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, UploadResult]:
         return self.run().__await__()
 
     async def run(self) -> UploadResult:
