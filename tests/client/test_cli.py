@@ -189,6 +189,9 @@ async def test_exit_codes(server: Server, cli: Cli, random_file: RandomFile) -> 
     assert usage.code == 2
     no_file = await cli.run("upload", str(path) + ".missing")
     assert no_file.code == 2
+    bad_header = await cli.run("upload", str(path), "-H", "bad name=x", "-s", address(server))
+    assert bad_header.code == 2
+    assert "bad name" in bad_header.stderr
     unreachable = await cli.run(
         "--json",
         "upload",

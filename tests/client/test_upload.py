@@ -376,3 +376,10 @@ async def test_a_server_shutting_down_refuses_further_windows(
     result, _ = await restart_mid_upload(make_server, path, lambda p: p.acknowledged >= 4 * MiB, [])
     check_result(result, size, digest, path.name)
     assert result.reconnects >= 1
+
+
+async def test_a_file_name_is_made_fit_for_a_header(server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "two\nlines .bin"
+    path.write_bytes(b"content")
+    result = await upload(path, server=address(server))
+    assert result.payload["name"] == "two?lines .bin"

@@ -335,6 +335,8 @@ async def _upload_once(
         raise
     except (XStreamError, ClientError) as exc:
         _server_errors(out, exc, uploader.key)
+    except ValueError as exc:  # metadata that cannot be put in a header
+        out.fail(EXIT_USAGE, str(exc))
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

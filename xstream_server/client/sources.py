@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import stat
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -263,7 +264,7 @@ def open_source(
         try:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 raise ValueError(f"{os.fspath(source)!r} is not a regular file")
-            opened = FileSource(file, owned=True, name=name or os.path.basename(os.fspath(source)))
+            opened = FileSource(file, owned=True, name=name or _header_safe(source))
         except BaseException:
             file.close()
             raise
@@ -292,6 +293,12 @@ def open_source(
         opened.close()
         raise ValueError("nothing to upload: the source is empty (streams carry ≥ 1 byte)")
     return opened
+
+
+def _header_safe(path: str | os.PathLike[str]) -> str | None:
+    """The file's name as a header value can carry it: no control characters, trimmed."""
+    name = re.sub(r"[\x00-\x1f\x7f]", "?", os.path.basename(os.fspath(path))).strip()
+    return name or None
 
 
 def _has_regular_descriptor(file: BinaryIO) -> bool:
