@@ -36,7 +36,7 @@ from .app import (
 from .protocol import DataFormat, Request, Status, StreamRequest
 from .settings import ServerSettings
 from .state import LeaseLost, StateStore, StateUnavailable, StoredResult, StreamRecord, StreamState
-from .storage import PartWriter, Storage, StorageError, StorageFull
+from .storage import Digest, PartWriter, Storage, StorageError, StorageFull
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -149,17 +149,12 @@ class StreamSession:
         """Store raw bytes; start a checkpoint when the byte or time cadence says so."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
-        hasher = self._hasher
-        if hasher is not None and len(data) >= 64 * 1024:
-            # Both release the GIL: the write and the hash run side by side in the pool.
-            loop = asyncio.get_running_loop()
-            await asyncio.gather(
-                self._writer.write(data), loop.run_in_executor(None, hasher.update, data)
-            )
-        else:
-            await self._writer.write(data)
-            if hasher is not None:
-                hasher.update(data)
+        try:
+            await self._writer.write(data, self._hasher)
+        except StorageError:
+            # The hash no longer matches the part (a partial write): hash it at completion.
+            self._hasher = None
+            raise
         if (
             self.written - self.durable >= self._settings.checkpoint_bytes
             or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
@@ -731,7 +726,9 @@ class _NoWriter:
     def offset(self) -> int:
         return self._offset
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self, data: bytes | bytearray | memoryview, digest: Digest | None = None
+    ) -> None:
         raise StorageError("the stream is complete")
 
     async def sync(self) -> None:

@@ -70,3 +70,7 @@ async def _serve(server: Server) -> None:
         raise
     await stopping.wait()
     await server.close()
+
+
+if __name__ == "__main__":
+    main()
