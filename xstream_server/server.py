@@ -101,19 +101,29 @@ class Server:
         )
 
     async def _reconcile(self) -> None:
-        """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5)."""
+        """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5).
+
+        Each part is cut under the stream's lease. A stream whose lease is held is being
+        written by another instance sharing the data directory: its part rightly holds bytes
+        past the last checkpoint, and it is left alone (a resume cuts it back anyway)."""
         assert self.service is not None and self.store is not None
         storage = self.service.storage
+        owner = f"{self.service.instance}:reconcile"
         count = 0
         for key in await self.store.active_keys():
-            record = await self.store.get(key)
-            if record is None or record.state is not StreamState.ACTIVE:
+            if await self.store.acquire_lease(key, owner, self.settings.lease_seconds):
                 continue
-            size = await storage.part_size(key)
-            if size is not None and size > record.offset:
-                writer = await storage.open_part(key, record.offset)
-                await writer.close()
-                count += 1
+            try:
+                record = await self.store.get(key)
+                if record is None or record.state is not StreamState.ACTIVE:
+                    continue
+                size = await storage.part_size(key)
+                if size is not None and size > record.offset:
+                    writer = await storage.open_part(key, record.offset)
+                    await writer.close()
+                    count += 1
+            finally:
+                await self.store.release_lease(key, owner)
         if count:
             log.info("start-up: %d part files cut back to their durable offsets", count)
 
@@ -141,6 +151,8 @@ class Server:
         if self._closed.is_set():
             return
         log.info("shutting down")
+        if self.service is not None:
+            self.service.shutting_down = True
         if self.transport is not None:
             await self.transport.close()
         for task in self._background:
