@@ -12,8 +12,8 @@ import contextlib
 import importlib
 import logging
 import resource
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from .app import App

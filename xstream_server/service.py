@@ -284,6 +284,7 @@ class StreamService:
         self.settings = settings
         self.instance = secrets.token_hex(8)
         self.sessions: dict[str, StreamSession] = {}
+        self.shutting_down = False  # no new windows are granted once set
         self._per_client: Counter[str] = Counter()
         self._hashers: OrderedDict[str, tuple[int, _Hash]] = OrderedDict()
         self._serial = itertools.count(1)
@@ -360,6 +361,8 @@ class StreamService:
 
     # ---- streams -----------------------------------------------------------------------
     async def open_stream(self, request: StreamRequest, client: str) -> Accepted | Refused:
+        if self.shutting_down:
+            return Refused(Status.UNAVAILABLE, "server shutting down")
         route = self.app.routes.get(request.route)
         if route is None:
             return Refused(Status.NOT_FOUND, f"no route {request.route}")

@@ -363,10 +363,6 @@ async def test_resumes_across_a_server_restart(
     assert_monotonic(snapshots, size)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: while shutting down it keeps granting windows on open connections",
-)
 async def test_a_server_shutting_down_refuses_further_windows(
     make_server: ServerFactory, random_file: RandomFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -217,6 +217,9 @@ class PacketProtocol(asyncio.BufferedProtocol):
                     log.info("%s: protocol error %d: %s", self.client, int(exc.status), exc.message)
                     self._abort(exc.status, exc.message)
                     return
+                if event is NEED_DATA and self.service.shutting_down:
+                    self._abort(Status.UNAVAILABLE, "server shutting down")
+                    return
                 if event is NEED_DATA or event is PAUSED:
                     if event is NEED_DATA:
                         self._resume_reading()
