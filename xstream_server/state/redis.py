@@ -23,6 +23,8 @@ from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -138,6 +140,11 @@ class RedisStateStore:
             socket_connect_timeout=timeout,
             health_check_interval=0,
             retry_on_timeout=False,
+            # After Redis restarts, pooled connections to the old process are dead and the
+            # pool does not always notice (a reset socket does not read as EOF): a command
+            # failing with a connection error is tried once more on a fresh connection.
+            # Every command here can be repeated safely; timeouts are not retried.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._checkpoint = self._redis.register_script(_CHECKPOINT)
