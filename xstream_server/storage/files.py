@@ -76,8 +76,12 @@ def _open_reconciled(path: Path, durable_offset: int) -> tuple[int, int]:
     """Open (or create) a part, cut it back to the durable offset, position at its end."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        offset = min(os.fstat(fd).st_size, durable_offset)
-        os.ftruncate(fd, offset)
+        size = os.fstat(fd).st_size
+        offset = min(size, durable_offset)
+        if size > offset:
+            # Only when there is a tail to cut: ext4 treats a truncate to zero as a sign the
+            # file is being replaced and flushes all its data when it is closed.
+            os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
     except OSError:
         os.close(fd)
