@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import redis.asyncio as aioredis
 
@@ -291,6 +291,11 @@ class StateProbe:
     async def record(self, key: str) -> dict[str, str]:
         raw = await self.redis.hgetall(f"xs:{{{key}}}:stream")
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def expiry_index(self) -> set[str]:
+        """The keys of incomplete streams, as the sweeper sees them."""
+        keys = await self.redis.zrange("xs:expiry", 0, -1)
+        return {_text(cast(bytes, k)) for k in keys}
 
     async def recorded_offset(self, key: str) -> int | None:
         value = await self.redis.hget(f"xs:{{{key}}}:stream", "offset")
