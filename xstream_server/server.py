@@ -75,7 +75,11 @@ class Server:
             timeout=self.settings.redis_timeout,
             lease_seconds=self.settings.lease_seconds,
         )
-        storage = FileStorage(data_dir / "streams", fsync=self.settings.fsync)
+        storage = FileStorage(
+            data_dir / "streams",
+            fsync=self.settings.fsync,
+            inline_writes=self.settings.inline_writes,
+        )
         self.service = StreamService(self.app, self.store, storage, self.settings)
         try:
             await self.store.ping()

@@ -145,16 +145,35 @@ class StreamSession:
         """The transport's way to be told to end this window early (takeover, shutdown)."""
         self._on_stop = callback
 
+    @property
+    def inline(self) -> bool:
+        """True when the transport may store bytes with ``write_now`` (no await)."""
+        return self._writer.inline
+
+    def write_now(self, data: memoryview) -> None:
+        """Store raw bytes from the event loop (see ``inline``)."""
+        if self._checkpoint_error is not None:
+            raise self._checkpoint_error
+        try:
+            self._writer.write_now(data, self._hasher)
+        except StorageError:
+            self._hasher = None  # a partial write: the part is hashed at completion
+            raise
+        self._after_write()
+
     async def write(self, data: memoryview) -> None:
-        """Store raw bytes; start a checkpoint when the byte or time cadence says so."""
+        """Store raw bytes through the storage's thread pool."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
             await self._writer.write(data, self._hasher)
         except StorageError:
-            # The hash no longer matches the part (a partial write): hash it at completion.
-            self._hasher = None
+            self._hasher = None  # a partial write: the part is hashed at completion
             raise
+        self._after_write()
+
+    def _after_write(self) -> None:
+        """Start a checkpoint when the byte or time cadence says so."""
         if (
             self.written - self.durable >= self._settings.checkpoint_bytes
             or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
@@ -728,6 +747,13 @@ class _NoWriter:
     @property
     def offset(self) -> int:
         return self._offset
+
+    @property
+    def inline(self) -> bool:
+        return False
+
+    def write_now(self, data: bytes | bytearray | memoryview, digest: Digest | None = None) -> None:
+        raise StorageError("the stream is complete")
 
     async def write(
         self, data: bytes | bytearray | memoryview, digest: Digest | None = None

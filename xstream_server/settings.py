@@ -41,6 +41,10 @@ class ServerSettings(BaseSettings):
     checkpoint_bytes: int = Field(default=64 * MiB, ge=MiB)
     checkpoint_seconds: float = Field(default=1.0, gt=0)
 
+    # Write raw bytes from the event loop into the page cache (fast); off: every write goes
+    # through the I/O thread pool (for storage where a write can block long, e.g. NFS).
+    inline_writes: bool = True
+
     # Ownership of a stream: a lease in Redis, renewed by the owner. A newer request for the
     # same key takes over at once when the owner is alive, and after at most
     # ``lease_seconds`` when the owner died.

@@ -32,9 +32,15 @@ def grant(reply: Any, total: int) -> tuple[int, int]:
     return offset, (total - offset if capacity == "0" else int(capacity))
 
 
-async def test_upload_completes_with_checksum_and_stored_file(server: Server) -> None:
+@pytest.mark.parametrize("inline_writes", [True, False], ids=["inline", "pooled"])
+async def test_upload_completes_with_checksum_and_stored_file(
+    make_server: ServerFactory, inline_writes: bool
+) -> None:
     data = os.urandom(3 * MiB + 17)
-    async with await Wire.connect(server.port) as wire:
+    async with (
+        make_server(inline_writes=inline_writes) as server,
+        await Wire.connect(server.port) as wire,
+    ):
         accept = await wire.request(
             {"route": "/upload-file", "x-stream": f"{len(data)}:65536", "name": "../../etc/x"}
         )

@@ -30,6 +30,11 @@ __all__ = ["main"]
 @click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")
 @click.option("--app", "app_spec", help="module:attribute of the App to serve [handlers:app].")
 @click.option("--fsync/--no-fsync", default=None, help="fsync at checkpoints [on].")
+@click.option(
+    "--inline-writes/--pooled-writes",
+    default=None,
+    help="Write raw bytes from the event loop [inline] or through the I/O thread pool.",
+)
 @click.option("--checkpoint-bytes", type=int, help="Bytes between checkpoints [64 MiB].")
 @click.option("--checkpoint-seconds", type=float, help="Seconds between checkpoints [1].")
 @click.option("--idle-timeout", type=float, help="Seconds a connection may idle [60].")

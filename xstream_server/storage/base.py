@@ -48,6 +48,16 @@ class PartWriter(Protocol):
         ``offset`` counts the bytes that did reach the part and ``digest`` is untouched."""
         ...
 
+    @property
+    def inline(self) -> bool:
+        """True when ``write_now`` may be called from the event loop: the storage takes
+        bytes without blocking for long (a local page cache does)."""
+        ...
+
+    def write_now(self, data: bytes | bytearray | memoryview, digest: Digest | None = None) -> None:
+        """``write`` without leaving the calling thread; only when ``inline`` is true."""
+        ...
+
     async def sync(self) -> None:
         """Make every written byte survive a crash (fsync)."""
         ...

@@ -94,16 +94,28 @@ _close = aiofiles.os.wrap(os.close)
 
 
 class FilePartWriter:
-    """Appends to one part file through its descriptor; every call is one pool trip."""
+    """Appends to one part file through its descriptor. ``write`` is one pool trip;
+    ``write_now`` writes from the calling thread (into the page cache)."""
 
-    def __init__(self, fd: int, offset: int, fsync: bool) -> None:
+    def __init__(self, fd: int, offset: int, fsync: bool, inline: bool) -> None:
         self._fd = fd
         self._offset = offset
         self._fsync = fsync
+        self._inline = inline
 
     @property
     def offset(self) -> int:
         return self._offset
+
+    @property
+    def inline(self) -> bool:
+        return self._inline
+
+    def write_now(self, data: bytes | bytearray | memoryview, digest: Digest | None = None) -> None:
+        written, error = _write_and_digest(self._fd, data, digest)
+        self._offset += written
+        if error is not None:
+            raise _storage_error(error, "writing") from error
 
     async def write(
         self, data: bytes | bytearray | memoryview, digest: Digest | None = None
@@ -132,8 +144,11 @@ class FilePartWriter:
 
 
 class FileStorage:
-    def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
+    def __init__(
+        self, root: Path, *, fsync: bool = True, reserve: int = 0, inline_writes: bool = True
+    ) -> None:
         self.root = root
+        self.inline_writes = inline_writes
         self.parts = root / "parts"
         self.complete = root / "complete"
         self.fsync = fsync
@@ -152,7 +167,7 @@ class FileStorage:
             fd, offset = await _open_reconciled_async(self._part(key), durable_offset)
         except OSError as exc:
             raise _storage_error(exc, "opening the part") from exc
-        return FilePartWriter(fd, offset, self.fsync)
+        return FilePartWriter(fd, offset, self.fsync, self.inline_writes)
 
     async def part_size(self, key: str) -> int | None:
         try:

