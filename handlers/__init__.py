@@ -59,7 +59,7 @@ async def _grant(offer: StreamOffer) -> int:
     return room if not window else min(room, window)
 
 
-@app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=4 * MiB)
+@app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=MiB)
 async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
     return {
         "key": upload.key,

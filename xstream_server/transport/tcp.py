@@ -128,6 +128,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._stop: tuple[Status, str] | None = None
         self._window_over: asyncio.Event | None = None
         self._ending = False
+        self._inline = False
 
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -160,7 +161,9 @@ class PacketProtocol(asyncio.BufferedProtocol):
         if self.conn.mode is Mode.RAW and self._buffers:
             self._fill += nbytes
             done = self.conn.raw_received(nbytes)
-            if done is not None or self._fill == len(self._buffers[self._current]):
+            # Inline writes store every read while it is warm in the CPU cache; pooled
+            # writes wait for a full buffer, to make few trips to the pool.
+            if done is not None or self._inline or self._fill == len(self._views[self._current]):
                 self._buffer_full(done)
             return
         self.conn.receive_data(self.server.scratch[:nbytes])
@@ -321,7 +324,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._session = session
         size = min(buffer_size, session.window)
         # Inline writes free the buffer at once; otherwise one fills while one is written.
-        self._buffers = [bytearray(size) for _ in range(1 if session.inline else 2)]
+        self._inline = session.inline
+        self._buffers = [bytearray(size) for _ in range(1 if self._inline else 2)]
         self._views = [memoryview(b) for b in self._buffers]
         self._current = self._fill = 0
         self._flush = None
@@ -346,7 +350,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
             return  # the window is being settled; it stores the current buffer itself
         session = self._session
         assert session is not None
-        if session.inline:
+        if self._inline:
             # Into the page cache right here, as a bare uvloop server would: measured, a
             # trip through the thread pool per buffer costs ~45% more CPU per byte.
             try:
