@@ -194,13 +194,16 @@ class StreamSession:
             return
         self.durable = max(self.durable, offset)
 
-    async def checkpoint(self) -> None:
-        """Settle: on return every byte written so far is durable (or an error is raised)."""
+    async def _settle_background_checkpoint(self) -> None:
         if self._checkpointing is not None:
             await self._checkpointing
             self._checkpointing = None
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
+
+    async def checkpoint(self) -> None:
+        """Settle: on return every byte written so far is durable (or an error is raised)."""
+        await self._settle_background_checkpoint()
         self._last_checkpoint = time.monotonic()
         if self.written != self.durable:
             await self._checkpoint_to(self.written)
@@ -213,9 +216,12 @@ class StreamSession:
             await self.release()
             return completion_of(self.key, self.record.result)
         try:
-            await self.checkpoint()
-            if self.durable < self.record.total:
+            if self.written < self.record.total:
+                await self.checkpoint()
                 return Completion(self.key, self.record.total - self.durable)
+            # The last window: the completion record (offset = total) is the checkpoint.
+            await self._settle_background_checkpoint()
+            await self._writer.sync()
             return await self.service._complete(self)
         except Exception as exc:
             return self._failure(exc)
@@ -253,8 +259,11 @@ class StreamSession:
             self.service._session_ended(self)
             self._released.set()
 
-    def keep_hasher(self) -> _Hash | None:
-        return self._hasher if self._hasher is not None and self.durable == self.written else None
+    @property
+    def hasher(self) -> _Hash | None:
+        """The running sha256 of bytes [0, written), or None when the part has to be hashed
+        from storage (the stream was resumed in another process, or a write failed)."""
+        return self._hasher
 
     def stop_soon(self, status: Status, message: str) -> None:
         """Ask the owning transport to end this window (it answers ``status``)."""
@@ -503,8 +512,9 @@ class StreamService:
         principal: str | None,
         client: str,
     ) -> Accepted:
-        # Reread under the lease: the previous owner may have checkpointed after we looked.
-        record = await self.store.get(record.key) or record
+        if request.key is not None:
+            # Reread under the lease: the previous owner may have checkpointed after we looked.
+            record = await self.store.get(record.key) or record
         buffer_size = route.clamp_buffer(request.buffer_size)
         if record.state is StreamState.COMPLETE:
             session = self._session(record, route, _NoWriter(record.total), owner, 0, None, client)
@@ -582,8 +592,9 @@ class StreamService:
         self._per_client[session.client] -= 1
         if self._per_client[session.client] <= 0:
             del self._per_client[session.client]
-        hasher = session.keep_hasher()
-        if hasher is not None and session.durable < session.record.total:
+        hasher = session.hasher
+        # The next window starts at the durable offset; the hash must end there too.
+        if hasher is not None and session.durable == session.written < session.record.total:
             self._hashers[session.key] = (session.durable, hasher)
             self._hashers.move_to_end(session.key)
             while len(self._hashers) > _HASHER_CACHE:
@@ -600,7 +611,7 @@ class StreamService:
     async def _complete(self, session: StreamSession) -> Completion:
         """All bytes are durable: verify, finalize, run the route's handler, record the result."""
         record, route = session.record, session.route
-        hasher = session.keep_hasher()
+        hasher = session.hasher
         sha256 = (
             hasher.hexdigest() if hasher else await self.storage.hash_part(record.key, record.total)
         )
@@ -693,10 +704,13 @@ class StreamService:
             if key in self.sessions:
                 continue
             record = await self.store.get(key)
+            if record is not None and record.state is StreamState.COMPLETE:
+                await self.store.forget(key)  # its record expires by itself; files stay
+                continue
             if record is not None and record.updated + record.expiry > now:
+                await self.store.reschedule(key, record.updated + record.expiry)
                 continue  # renewed since it was indexed
-            if record is None or record.state is StreamState.ACTIVE:
-                await self.storage.discard(key)
+            await self.storage.discard(key)
             await self.store.delete(key)
             self._hashers.pop(key, None)
             counts["expired"] += 1
@@ -710,7 +724,7 @@ class StreamService:
             if key in self.sessions:
                 continue
             record = await self.store.get(key)
-            if record is None:
+            if record is None or record.state is StreamState.COMPLETE:
                 await self.store.forget(key)
             elif (
                 record.state is StreamState.ACTIVE

@@ -9,8 +9,11 @@ keys live in one slot and the Lua scripts below stay cluster-safe):
                    TTL: the stream's expiry, renewed at every checkpoint.
 ``xs:{K}:lease``   string, the owner (``<instance>:<connection>``) streaming K now; short TTL,
                    renewed by the owner; a checkpoint by anyone else fails.
-``xs:expiry``      sorted set, incomplete keys scored by their expiry deadline (epoch ms);
-                   the sweeper's work list.
+``xs:expiry``      sorted set, streams scored by the earliest time they can expire (epoch
+                   ms); the sweeper's work list. Scores are set at creation and moved on by
+                   the sweeper when it finds a stream renewed since (checkpoints renew only
+                   the record, to keep the hot path at one Redis trip); complete streams
+                   leave the set when the sweeper meets them.
 ``xs:takeover:<instance>``  pub/sub channel: keys another instance wants this one to release.
 """
 
@@ -221,7 +224,6 @@ class RedisStateStore:
             args=[owner, offset, now_ms, _ms(self.lease_seconds), int(force)],
         )
         _check_owner(key, expiry_ms)
-        await self._redis.zadd(EXPIRY_INDEX, {key: now_ms + expiry_ms})
 
     @_unavailable_on_redis_error
     async def complete(self, key: str, owner: str, result: StoredResult) -> None:
@@ -237,7 +239,6 @@ class RedisStateStore:
             ],
         )
         _check_owner(key, answer)
-        await self._redis.zrem(EXPIRY_INDEX, key)
 
     @_unavailable_on_redis_error
     async def delete(self, key: str) -> None:
@@ -286,6 +287,10 @@ class RedisStateStore:
     @_unavailable_on_redis_error
     async def forget(self, key: str) -> None:
         await self._redis.zrem(EXPIRY_INDEX, key)
+
+    @_unavailable_on_redis_error
+    async def reschedule(self, key: str, deadline: float) -> None:
+        await self._redis.zadd(EXPIRY_INDEX, {key: int(deadline * 1000)})
 
     @_unavailable_on_redis_error
     async def active_keys(self) -> list[str]:

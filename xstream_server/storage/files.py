@@ -204,9 +204,8 @@ class FileStorage:
         return final
 
     async def discard(self, key: str) -> None:
-        for path in (self._part(key), self.finished_path(key)):
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(path)
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self._part(key))
 
     async def list_parts(self) -> list[PartInfo]:
         infos = []

@@ -45,6 +45,8 @@ _SCRATCH_SIZE: Final = 256 * 1024
 _MAX_PENDING_INPUT: Final = 4 * 1024 * 1024
 # Replies to pipelined requests are gathered up to this size before they are written.
 _REPLY_BATCH: Final = 64 * 1024
+# How long raw bytes still arriving after a final error packet are read and dropped.
+_LINGER_SECONDS: Final = 2.0
 
 
 class TcpTransportServer:
@@ -129,6 +131,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._window_over: asyncio.Event | None = None
         self._ending = False
         self._inline = False
+        self._draining = False
+        self._linger: asyncio.TimerHandle | None = None
 
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,8 +146,9 @@ class PacketProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._linger):
+            if timer is not None:
+                timer.cancel()
         self._writable.set()
         if self._session is not None:
             # Gone in the middle of a window: settle what arrived; nobody is left to answer.
@@ -158,6 +163,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._last_activity = time.monotonic()
+        if self._draining:
+            return  # after our last packet: input is read only to be dropped
         if self.conn.mode is Mode.RAW and self._buffers:
             self._fill += nbytes
             done = self.conn.raw_received(nbytes)
@@ -280,6 +287,22 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._closing = True
         if self.transport is not None:
             self.transport.close()
+
+    def _close_after_last_packet(self) -> None:
+        """Close while the client may still be sending raw bytes. Closing a socket with
+        unread input sends a reset, and a reset can destroy our last packet on its way: so
+        send FIN after it, discard what still arrives, and close when the client does (or
+        after a short linger)."""
+        self._closing = self._draining = True
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._linger = self._loop.call_later(_LINGER_SECONDS, transport.abort)
 
     def shut_down(self) -> None:
         """Server shutdown: end a window with 503, close an idle connection."""
@@ -437,7 +460,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         else:
             await self._send_completion(completion)
             if self.conn.mode is Mode.CLOSED:
-                self._close()
+                self._close_after_last_packet()
         self._resume_reading()
         self._last_activity = time.monotonic()
         self._arm_timer(self.settings.idle_timeout)
