@@ -150,6 +150,10 @@ class Server:
                 await self.service.sweep()
             except StateUnavailable as exc:
                 log.warning("sweeper skipped: %s", exc)
+            except Exception:
+                # Anything else (a part that cannot be deleted...) must not end the sweeper
+                # for the rest of the process's life.
+                log.exception("sweeper failed; next try in %g s", self.settings.sweep_interval)
 
     async def close(self) -> None:
         if self._closed.is_set():

@@ -19,8 +19,17 @@ import random
 import time
 from pathlib import Path
 
-from tests.conftest import ServerProcess, SpawnServer
-from tests.durability.support import MiB, StateProbe, Upload, check_reports, sha256
+from tests.conftest import ServerFactory, ServerProcess, SpawnServer
+from tests.durability.conftest import Connect
+from tests.durability.support import (
+    MiB,
+    StateProbe,
+    Upload,
+    check_reports,
+    grant,
+    sha256,
+    status,
+)
 
 CYCLES = int(os.environ.get("XSTREAM_CRASH_CYCLES", "5"))
 SEED = int(os.environ.get("XSTREAM_CRASH_SEED", str(random.randrange(1 << 32))))
@@ -165,3 +174,41 @@ async def test_uploads_survive_repeated_kill_9(
     )
     assert unexpected == [], server.log()
     assert kills == CYCLES, f"the uploads finished after {kills} kills"
+
+
+async def test_crash_between_finalize_and_record_completes_on_resume(
+    make_server: ServerFactory, connect: Connect, redis_url: str, tmp_path: Path
+) -> None:
+    """The narrowest crash point, made deterministic: every byte is durable and the part has
+    been renamed to the finished file, but the record was not marked complete yet. A resume
+    reports the full offset (never less) and completes the stream from the finished file."""
+    data = os.urandom(MiB + 77)
+    request: dict[str, str | int] = {"route": "/upload-file", "x-stream": f"{len(data)}:65536"}
+    probe = StateProbe(redis_url, tmp_path / "data")
+    try:
+        async with asyncio.timeout(30):
+            async with make_server() as running:
+                link = await connect(running.port)
+                key = (await link.request(request)).headers["x-stream-key"]
+                await link.send_raw(data)
+                assert status(await link.receive()) == 0
+            # Rewind the record to what the crash would have left: active, all bytes durable.
+            stream = f"xs:{{{key}}}:stream"
+            result = [f for f in await probe.record(key) if f.startswith("result_")]
+            await probe.redis.hdel(stream, *result)
+            await probe.redis.hset(stream, "state", "active")
+            await probe.redis.zadd("xs:expiry", {key: int(time.time() * 1000) + 60_000})
+            assert not probe.part(key).exists()
+            async with make_server() as running:
+                link = await connect(running.port)
+                resume = await link.request({**request, "x-stream-key": key})
+                assert status(resume) == 0
+                assert grant(resume, len(data)) == (len(data), 0)
+                done = await link.receive()
+            assert status(done) == 0
+            assert done.headers["x-stream"] == "0:0"
+            assert done.headers["x-stream-checksum"] == sha256(data)
+            assert (await probe.record(key))["state"] == "complete"
+            assert probe.complete(key).read_bytes() == data
+    finally:
+        await probe.close()

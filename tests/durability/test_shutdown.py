@@ -1,6 +1,9 @@
-"""Graceful shutdown: SIGTERM to a server with streams in raw mode, some stalled and some
-sending flat out. Every client gets 503 with the bytes it still has to send, the process
-exits within its shutdown timeout, and every stream resumes on a new server to completion."""
+"""Graceful shutdown: SIGTERM to a server with streams in raw mode, some stalled with their
+bytes stored, some just after a burst the server is still reading. Every client gets 503 with
+the bytes it still has to send, the process exits within its shutdown timeout, and every
+stream resumes on a new server to completion.
+
+Clients still writing when the 503 comes are the subject of the last test here."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import SpawnServer
+from tests.durability.conftest import Connect
 from tests.durability.support import (
+    ROUTE,
     MiB,
     StateProbe,
     Upload,
@@ -19,6 +24,7 @@ from tests.durability.support import (
     sha256,
     status,
 )
+from xstream_server.protocol import Packet
 
 SHUTDOWN_TIMEOUT = 3.0
 
@@ -30,8 +36,8 @@ async def test_sigterm_answers_503_and_every_stream_resumes(
     env = {"XSTREAM_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT)}
     server = spawn_server(*flags, env=env)
     stalled = [Upload(os.urandom(4 * MiB + i)) for i in range(3)]
-    busy = [Upload(os.urandom(16 * MiB + i)) for i in range(2)]
-    uploads = stalled + busy
+    bursts = [Upload(os.urandom(16 * MiB + i)) for i in range(2)]
+    uploads = stalled + bursts
     ready = asyncio.Barrier(len(uploads) + 1)
     stopped: dict[int, int] = {}  # upload → durable offset its 503 reported
 
@@ -39,15 +45,10 @@ async def test_sigterm_answers_503_and_every_stream_resumes(
         link = await u.connect(server.port)
         offset, window = grant(await link.request(u.stream_request()), u.total)
         assert (offset, window) == (0, u.total)
-        if stall:
-            await link.send_raw(u.data[: MiB + 1234])
-            await ready.wait()
-        else:
-            # Keeps sending until the server answers: the 503 comes long before 16 MiB.
-            await link.send_raw(u.data[: 2 * MiB])
-            rest = asyncio.create_task(link.send_raw(u.data[2 * MiB :]))
-            await ready.wait()
-            assert await rest < u.total - 2 * MiB
+        # Stalled: the bytes are in before SIGTERM. Burst: SIGTERM follows at once, while
+        # the server is still reading megabytes from the socket.
+        await link.send_raw(u.data[: MiB + 1234] if stall else u.data[: 6 * MiB + 4321])
+        await ready.wait()
         reply = await link.receive()
         assert status(reply) == 503, reply.headers
         assert reply.headers["x-stream"] == f"{missing(reply)}:0"
@@ -65,7 +66,10 @@ async def test_sigterm_answers_503_and_every_stream_resumes(
             await asyncio.gather(*tasks)
             code = await asyncio.to_thread(server.process.wait, 30)
             took = time.monotonic() - signalled
-            print(f"\nSIGTERM with {len(uploads)} streams in raw mode: exited in {took:.2f} s")
+            print(
+                f"\nSIGTERM with {len(uploads)} streams in raw mode: exited in {took:.2f} s; "
+                f"durable offsets {sorted(stopped.values())}"
+            )
             assert code == 0
             assert took < SHUTDOWN_TIMEOUT + 5
             for u in uploads:
@@ -87,3 +91,32 @@ async def test_sigterm_answers_503_and_every_stream_resumes(
                 assert probe.complete(done.headers["x-stream-key"]).read_bytes() == u.data
     finally:
         await probe.close()
+
+
+async def test_clients_still_writing_get_the_503(
+    spawn_server: SpawnServer, connect: Connect
+) -> None:
+    """The 503 leaves while raw bytes keep arriving. Closing at once with unread input would
+    reset the connection, and a reset can destroy the packet on its way or make the client's
+    failing write drop it; the server half-closes and drains instead (tcp.py)."""
+    server = spawn_server()
+    bodies = [os.urandom(32 * MiB + i) for i in range(3)]
+    going = asyncio.Barrier(len(bodies) + 1)
+
+    async def send(data: bytes) -> Packet:
+        link = await connect(server.port)
+        accept = await link.request({"route": ROUTE, "x-stream": f"{len(data)}:65536"})
+        assert status(accept) == 0
+        await link.send_raw(data[: 2 * MiB])
+        await going.wait()
+        await link.send_raw(data[2 * MiB :])  # flat out, until the server answers or resets
+        return await link.receive()
+
+    async with asyncio.timeout(30):
+        replies = [asyncio.create_task(send(data)) for data in bodies]
+        await going.wait()
+        assert server.process is not None
+        server.process.terminate()
+        for reply in await asyncio.gather(*replies):
+            assert status(reply) == 503
+            assert missing(reply) > 0
