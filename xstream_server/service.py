@@ -294,6 +294,14 @@ def status_of_error(exc: BaseException) -> tuple[Status, str]:
     return Status.SERVER_ERROR, "internal error"
 
 
+def _new_key() -> str:
+    """144 random bits, URL-safe; never starting with '-', which a shell command line would
+    take for an option (``xstream status KEY``)."""
+    while (key := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return key
+
+
 def _decode(fmt: DataFormat, payload: bytes) -> Any:
     if fmt is DataFormat.JSON:
         return json.loads(payload)
@@ -411,17 +419,17 @@ class StreamService:
         principal = await route.auth(request.authorization) if route.auth else None
         if self._per_client[client] >= self.settings.max_streams_per_client:
             return Refused(Status.TOO_MANY_STREAMS, "too many concurrent streams for this client")
+        owner = f"{self.instance}:{next(self._serial)}"
         if request.key is None:
-            record = await self._create(route, request, principal)
+            record = await self._create(route, request, principal, owner)
         else:
             found = await self._resumable(route, request, principal)
             if isinstance(found, Refused):
                 return found
             record = found
-        owner = f"{self.instance}:{next(self._serial)}"
-        refused = await self._take_lease(record.key, owner)
-        if refused is not None:
-            return refused
+            refused = await self._take_lease(record.key, owner)
+            if refused is not None:
+                return refused
         try:
             return await self._grant(route, request, record, owner, principal, client)
         except BaseException:
@@ -430,7 +438,7 @@ class StreamService:
             raise
 
     async def _create(
-        self, route: StreamRoute, request: StreamRequest, principal: str | None
+        self, route: StreamRoute, request: StreamRequest, principal: str | None, owner: str
     ) -> StreamRecord:
         if request.total > route.max_size:
             raise RouteError(
@@ -444,7 +452,7 @@ class StreamService:
             )
         now = time.time()
         record = StreamRecord(
-            key=secrets.token_urlsafe(18),  # 144 random bits
+            key=_new_key(),
             route=route.path,
             total=request.total,
             offset=0,
@@ -457,8 +465,8 @@ class StreamService:
             principal=principal,
             checksum=request.checksum,
         )
-        await self.store.create(record)
-        log.info("stream %s created on %s: %d bytes", record.key, route.path, record.total)
+        await self.store.create(record, owner)
+        log.debug("stream %s created on %s: %d bytes", record.key, route.path, record.total)
         return record
 
     async def _resumable(
@@ -562,7 +570,7 @@ class StreamService:
             raise
         hasher = self._take_hasher(record.key, offset)
         session = self._session(record, route, writer, owner, window, hasher, client)
-        log.info(
+        log.debug(
             "stream %s: window of %d bytes from offset %d granted (B=%d)",
             record.key,
             window,

@@ -163,7 +163,7 @@ class RedisStateStore:
         await self._redis.ping()
 
     @_unavailable_on_redis_error
-    async def create(self, record: StreamRecord) -> None:
+    async def create(self, record: StreamRecord, owner: str) -> None:
         fields: dict[str, str | int] = {
             "route": record.route,
             "total": record.total,
@@ -184,6 +184,7 @@ class RedisStateStore:
             pipe.hset(_stream_key(record.key), mapping=cast(Any, fields))
             pipe.pexpire(_stream_key(record.key), _ms(record.expiry))
             pipe.zadd(EXPIRY_INDEX, {record.key: int((record.updated + record.expiry) * 1000)})
+            pipe.set(_lease_key(record.key), owner, px=_ms(self.lease_seconds))
             await pipe.execute()
 
     @_unavailable_on_redis_error

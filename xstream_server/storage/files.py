@@ -191,14 +191,9 @@ class FileStorage:
         return digest
 
     async def finalize(self, key: str) -> Path:
-        part, final = self._part(key), self.finished_path(key)
+        final = self.finished_path(key)
         try:
-            if await self.is_finished(key):
-                return final  # renamed before a crash; the record was not told yet
-            await aiofiles.os.replace(part, final)
-            if self.fsync:
-                await _sync_directory(self.complete)
-                await _sync_directory(self.parts)
+            await _finalize_async(self._part(key), final, self.fsync)
         except OSError as exc:
             raise _storage_error(exc, "finalizing") from exc
         return final
@@ -223,9 +218,19 @@ class FileStorage:
         return max(0, stat.f_bavail * stat.f_frsize - self.reserve)
 
 
-async def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        await _fsync(fd)
-    finally:
-        os.close(fd)
+def _finalize(part: Path, final: Path, fsync: bool) -> None:
+    """Rename the part into place and make the rename durable; a part already renamed (a
+    crash came before the record was told) is left as it is."""
+    if not part.exists() and final.exists():
+        return
+    os.replace(part, final)
+    if fsync:
+        for directory in {final.parent, part.parent}:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+_finalize_async = aiofiles.os.wrap(_finalize)
