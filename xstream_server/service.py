@@ -244,7 +244,7 @@ class StreamSession:
         if status == Status.SERVER_ERROR:
             log.error("stream %s failed", self.key, exc_info=exc)
         else:
-            log.warning("stream %s: %s %s", self.key, int(status), message)
+            log.warning("stream %s: %s %s (%s)", self.key, int(status), message, exc)
         return Completion(self.key, self.record.total - self.durable, status, message)
 
     async def release(self) -> None:
@@ -528,21 +528,21 @@ class StreamService:
             session = self._session(record, route, _NoWriter(record.total), owner, 0, None, client)
             return Accepted(session, record.total, 0, buffer_size)
         writer: PartWriter
-        if record.offset == record.total and await self.storage.is_finished(record.key):
-            # Finalized before a crash that came before the record said so: only the
-            # completion (handler, result) is left to do.
+        if request.key is not None and await self.storage.is_finished(record.key):
+            # Finalized (every byte fsynced, then renamed) before a crash that came before
+            # the record said so: only the completion (handler, result) is left to do.
             writer = _NoWriter(record.total)
         else:
             writer = await self.storage.open_part(record.key, record.offset)
         try:
             if writer.offset != record.offset:
-                # The part is shorter than its record claims (written without fsync, or lost).
-                log.warning(
-                    "stream %s: part holds %d bytes, record said %d; resuming from the part",
-                    record.key,
-                    writer.offset,
-                    record.offset,
-                )
+                if writer.offset < record.offset:
+                    log.warning(
+                        "stream %s: part holds %d bytes, record said %d; resuming from the part",
+                        record.key,
+                        writer.offset,
+                        record.offset,
+                    )
                 await self.store.checkpoint(record.key, owner, writer.offset, force=True)
             offset = writer.offset
             remaining = record.total - offset
@@ -691,16 +691,20 @@ class StreamService:
 
     async def renew_leases(self) -> None:
         """Keep the leases of live sessions, so only a dead process loses its streams by time."""
-        interval = self.settings.lease_seconds / 3
+        interval = self.settings.lease_seconds / 4
         while True:
             await asyncio.sleep(interval)
-            for session in list(self.sessions.values()):
-                try:
-                    ok = await self.store.renew_lease(
-                        session.key, session.owner, self.settings.lease_seconds
-                    )
-                except StateUnavailable:
-                    continue
+            sessions = list(self.sessions.values())
+            try:
+                # One pipelined trip for all: one await per session would stretch a round
+                # past the lease itself when the loop is busy with hundreds of streams.
+                renewed = await self.store.renew_leases(
+                    [(session.key, session.owner) for session in sessions],
+                    self.settings.lease_seconds,
+                )
+            except StateUnavailable:
+                continue
+            for session, ok in zip(sessions, renewed, strict=True):
                 if not ok:
                     session.stop_soon(Status.CONFLICT, "stream taken over by a newer request")
 

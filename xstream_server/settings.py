@@ -48,7 +48,7 @@ class ServerSettings(BaseSettings):
     # Ownership of a stream: a lease in Redis, renewed by the owner. A newer request for the
     # same key takes over at once when the owner is alive, and after at most
     # ``lease_seconds`` when the owner died.
-    lease_seconds: float = Field(default=3.0, gt=0)
+    lease_seconds: float = Field(default=5.0, gt=0)
     takeover_timeout: float = Field(default=5.0, gt=0)
 
     # Expiry of incomplete streams (a route may set its own) and the sweeper's cadence.

@@ -6,7 +6,7 @@ storage; several server processes sharing one store can resume each other's stre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -86,7 +86,9 @@ class StateStore(Protocol):
         """Take the lease; return None on success, else the current owner."""
         ...
 
-    async def renew_lease(self, key: str, owner: str, seconds: float) -> bool: ...
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], seconds: float) -> list[bool]:
+        """Renew many ``(key, owner)`` leases in one trip; False where one was lost."""
+        ...
 
     async def release_lease(self, key: str, owner: str) -> None: ...
 

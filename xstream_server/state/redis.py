@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
@@ -129,16 +129,19 @@ class RedisStateStore:
         *,
         timeout: float = 2.0,
         lease_seconds: float = 3.0,
-        max_connections: int = 64,
+        max_connections: int = 256,
+        pool_wait: float = 30.0,
     ) -> None:
         self.url = url
         self.lease_seconds = lease_seconds
         # A bounded pool that makes callers wait for a free connection: hundreds of streams
-        # checkpointing at once queue up instead of failing ("too many connections").
+        # checkpointing at once queue up instead of failing ("too many connections"). The
+        # wait is long: a busy Redis (or a busy event loop) is not an unreachable one; an
+        # unreachable one fails fast on ``timeout`` when connecting.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout,
+            timeout=pool_wait,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=0,
@@ -150,6 +153,15 @@ class RedisStateStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        # Lease renewal has a connection of its own: it must never queue behind hundreds
+        # of checkpoints for a pooled one, or leases lapse under load.
+        self._renewals: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            max_connections=1,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=0,
+        )
         self._checkpoint = self._redis.register_script(_CHECKPOINT)
         self._complete = self._redis.register_script(_COMPLETE)
         self._renew = self._redis.register_script(_RENEW)
@@ -157,6 +169,7 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
+        await self._renewals.aclose(close_connection_pool=True)
 
     @_unavailable_on_redis_error
     async def ping(self) -> None:
@@ -259,8 +272,13 @@ class RedisStateStore:
         return cast(bytes, current).decode()
 
     @_unavailable_on_redis_error
-    async def renew_lease(self, key: str, owner: str, seconds: float) -> bool:
-        return bool(await self._renew(keys=[_lease_key(key)], args=[owner, _ms(seconds)]))
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], seconds: float) -> list[bool]:
+        if not leases:
+            return []
+        async with self._renewals.pipeline(transaction=False) as pipe:
+            for key, owner in leases:
+                await self._renew(keys=[_lease_key(key)], args=[owner, _ms(seconds)], client=pipe)
+            return [bool(answer) for answer in await pipe.execute()]
 
     @_unavailable_on_redis_error
     async def release_lease(self, key: str, owner: str) -> None:

@@ -176,9 +176,7 @@ class FileStorage:
             return None
 
     async def is_finished(self, key: str) -> bool:
-        return await aiofiles.os.path.exists(self.finished_path(key)) and not (
-            await aiofiles.os.path.exists(self._part(key))
-        )
+        return bool(await _is_finished_async(self._part(key), self.finished_path(key)))
 
     async def hash_part(self, key: str, size: int) -> str:
         path = self._part(key)
@@ -218,10 +216,17 @@ class FileStorage:
         return max(0, stat.f_bavail * stat.f_frsize - self.reserve)
 
 
+def _is_finished(part: Path, final: Path) -> bool:
+    return final.exists() and not part.exists()
+
+
+_is_finished_async = aiofiles.os.wrap(_is_finished)
+
+
 def _finalize(part: Path, final: Path, fsync: bool) -> None:
     """Rename the part into place and make the rename durable; a part already renamed (a
     crash came before the record was told) is left as it is."""
-    if not part.exists() and final.exists():
+    if _is_finished(part, final):
         return
     os.replace(part, final)
     if fsync:

@@ -45,6 +45,8 @@ _SCRATCH_SIZE: Final = 256 * 1024
 _MAX_PENDING_INPUT: Final = 4 * 1024 * 1024
 # Replies to pipelined requests are gathered up to this size before they are written.
 _REPLY_BATCH: Final = 64 * 1024
+# Raw bytes all connections may read in one event-loop iteration (see count_read).
+_ITERATION_BUDGET: Final = 4 * 1024 * 1024
 # How long raw bytes still arriving after a final error packet are read and dropped.
 _LINGER_SECONDS: Final = 2.0
 
@@ -61,6 +63,7 @@ class TcpTransportServer:
         self.connections: set[PacketProtocol] = set()
         self._all_closed = asyncio.Event()
         self._settling: set[asyncio.Task[None]] = set()
+        self._iteration_bytes = 0
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -70,6 +73,20 @@ class TcpTransportServer:
         )
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
+
+    def count_read(self, nbytes: int) -> bool:
+        """Count raw bytes read in this loop iteration; True once they pass the budget, when
+        the reader should sit the next iteration out. libuv reads a busy socket up to 32
+        times per iteration and inline writes hash and store every read: without a budget,
+        hundreds of streams hold the loop for seconds and starve Redis replies (so
+        checkpoints and leases) and every other connection."""
+        if not self._iteration_bytes:
+            asyncio.get_running_loop().call_soon(self._new_iteration)
+        self._iteration_bytes += nbytes
+        return self._iteration_bytes > _ITERATION_BUDGET
+
+    def _new_iteration(self) -> None:
+        self._iteration_bytes = 0
 
     def track(self, settling: asyncio.Task[None]) -> None:
         """Windows being settled outlive their connection; shutdown waits for them."""
@@ -172,6 +189,8 @@ class PacketProtocol(asyncio.BufferedProtocol):
             # writes wait for a full buffer, to make few trips to the pool.
             if done is not None or self._inline or self._fill == len(self._views[self._current]):
                 self._buffer_full(done)
+            if self.server.count_read(nbytes) and done is None:
+                self._yield_reading()
             return
         self.conn.receive_data(self.server.scratch[:nbytes])
         if self.conn.pending_input > _MAX_PENDING_INPUT:
@@ -481,6 +500,16 @@ class PacketProtocol(asyncio.BufferedProtocol):
                 headers=completion.headers,
             )
         )
+
+    def _yield_reading(self) -> None:
+        """Skip a loop iteration: see ``TcpTransportServer.count_read``."""
+        if not self._reading_paused and self.transport is not None and not self._closing:
+            self._pause_reading()
+            self._loop.call_soon(self._end_yield)
+
+    def _end_yield(self) -> None:
+        if self._stop is None and not self._ending:
+            self._resume_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None and not self._closing:
