@@ -121,7 +121,6 @@ class StreamSession:
         self.client = client
         self._writer = writer
         self.durable = writer.offset
-        self.end = writer.offset + window
         # Covers bytes [0, written) when the stream was hashed from its start in this process;
         # None when the prefix must be hashed from the part file at completion.
         self._hasher = hasher
@@ -131,15 +130,10 @@ class StreamSession:
         self._checkpoint_error: Exception | None = None
         self._released = asyncio.Event()
         self._on_stop: StopCallback | None = None
-        self.failed: Completion | None = None
 
     @property
     def written(self) -> int:
         return self._writer.offset
-
-    @property
-    def missing_after_window(self) -> int:
-        return self.record.total - self.end
 
     def on_stop(self, callback: StopCallback) -> None:
         """The transport's way to be told to end this window early (takeover, shutdown)."""
