@@ -730,7 +730,12 @@ class StreamService:
             if key in self.sessions:
                 continue
             record = await self.store.get(key)
-            if record is None or record.state is StreamState.COMPLETE:
+            if record is None:
+                # Expired by its TTL a moment before its place in the index came due.
+                await self.storage.discard(key)
+                await self.store.forget(key)
+                counts["expired"] += 1
+            elif record.state is StreamState.COMPLETE:
                 await self.store.forget(key)
             elif (
                 record.state is StreamState.ACTIVE
