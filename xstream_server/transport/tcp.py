@@ -4,9 +4,13 @@ Packet mode: bytes land in one scratch buffer shared by every connection of the 
 idle connection owns no read buffer), are fed to the state machine, and a per-connection
 pump task answers the events in order.
 
-Raw mode: the socket reads straight into one of two buffers of the negotiated size ``B2``.
-When a buffer is full it is handed to storage while the other fills; if storage is slower
-than the network and both are busy, reading pauses (backpressure) until the write is done.
+Raw mode: the socket reads straight into a buffer of the negotiated size ``B2``, never into a
+new Python object. With inline writes (the default) every read is stored at once, with its
+sha256, from the event loop, and the buffer is reused; a per-iteration read budget keeps
+hundreds of streams from starving everything else. With pooled writes there are two
+buffers: a full one goes to storage through the thread pool while the other fills, and if
+storage is slower than the network, reading pauses (backpressure) until the write is done.
+A blocking write in inline mode is backpressure too: nothing is read meanwhile.
 """
 
 from __future__ import annotations
@@ -189,7 +193,9 @@ class PacketProtocol(asyncio.BufferedProtocol):
             # writes wait for a full buffer, to make few trips to the pool.
             if done is not None or self._inline or self._fill == len(self._views[self._current]):
                 self._buffer_full(done)
-            if self.server.count_read(nbytes) and done is None:
+            # (Pooled writes yield at every trip to the pool, and their backpressure owns
+            # pausing and resuming: only inline writes need the budget.)
+            if self._inline and done is None and self.server.count_read(nbytes):
                 self._yield_reading()
             return
         self.conn.receive_data(self.server.scratch[:nbytes])
