@@ -298,6 +298,22 @@ def write(document: dict[str, Any], out: Path, stem: str) -> list[Path]:
     return [markdown, *written]
 
 
+def _spread_line(axis: Any, points: Sequence[tuple[int, dict[str, float]]], **style: Any) -> None:
+    """A line through the medians with min–max error bars."""
+    medians = [s["median"] for _, s in points]
+    axis.errorbar(
+        [x for x, _ in points],
+        medians,
+        yerr=[
+            [s["median"] - s["min"] for _, s in points],
+            [s["max"] - s["median"] for _, s in points],
+        ],
+        capsize=3,
+        marker="o",
+        **style,
+    )
+
+
 def markdown_report(document: dict[str, Any], stem: str, images: Sequence[str]) -> str:
     machine = document["machine"]
     plan = document["plan"]
@@ -372,36 +388,18 @@ def plot_throughput(document: dict[str, Any], path: Path) -> Path | None:
             points = [(r["concurrency"], r[server]) for r in mine if r[server]]
             if not points:
                 continue
-            xs = [c for c, _ in points]
-            ys = [s["median"] for _, s in points]
-            errors = [
-                [s["median"] - s["min"] for _, s in points],
-                [s["max"] - s["median"] for _, s in points],
-            ]
-            left.errorbar(
-                xs,
-                ys,
-                yerr=errors,
-                capsize=3,
-                marker="o",
+            _spread_line(
+                left,
+                points,
                 linestyle=styles[durability],
                 color=colours[server],
                 label=f"{server} {durability}",
             )
         ratios = [(r["concurrency"], r["ratio"]) for r in mine if r["ratio"]]
         if ratios:
-            xs = [c for c, _ in ratios]
-            ys = [s["median"] for _, s in ratios]
-            errors = [
-                [s["median"] - s["min"] for _, s in ratios],
-                [s["max"] - s["median"] for _, s in ratios],
-            ]
-            right.errorbar(
-                xs,
-                ys,
-                yerr=errors,
-                capsize=3,
-                marker="o",
+            _spread_line(
+                right,
+                ratios,
                 linestyle=styles[durability],
                 color="tab:blue",
                 label=f"xstream / baseline, {durability}",
