@@ -24,7 +24,10 @@ _FULL_ERRNOS: Final = {errno.ENOSPC, errno.EDQUOT}
 _fsync = aiofiles.os.wrap(os.fsync)
 
 
-def _sha256_prefix(path: Path, size: int) -> str:
+def _sha256_prefix(part: Path, final: Path, size: int) -> str:
+    """sha256 of the first ``size`` bytes of the part, or of the finished file when the part
+    was already renamed (a crash came before the record was told)."""
+    path = part if part.exists() else final
     digest = hashlib.sha256()
     remaining = size
     with open(path, "rb", buffering=0) as f:
@@ -179,11 +182,8 @@ class FileStorage:
         return bool(await _is_finished_async(self._part(key), self.finished_path(key)))
 
     async def hash_part(self, key: str, size: int) -> str:
-        path = self._part(key)
-        if not await aiofiles.os.path.exists(path):
-            path = self.finished_path(key)  # finalized already (a crash came before the record)
         try:
-            digest: str = await _hash_file(path, size)
+            digest: str = await _hash_file(self._part(key), self.finished_path(key), size)
         except OSError as exc:
             raise _storage_error(exc, "hashing the part") from exc
         return digest

@@ -359,16 +359,12 @@ class PacketProtocol(asyncio.BufferedProtocol):
             )
         )
         if outcome.window == 0:
-            await self._send_completion(await session.finish())
+            self._send_completion(await session.finish())
             return
-        self._start_window(session, outcome.buffer_size)
-        await self._window_over_event().wait()
+        await self._start_window(session, outcome.buffer_size).wait()
 
-    def _window_over_event(self) -> asyncio.Event:
-        assert self._window_over is not None
-        return self._window_over
-
-    def _start_window(self, session: StreamSession, buffer_size: int) -> None:
+    def _start_window(self, session: StreamSession, buffer_size: int) -> asyncio.Event:
+        """Enter raw mode; the event is set once the window is settled."""
         self._session = session
         size = min(buffer_size, session.window)
         # Inline writes free the buffer at once; otherwise one fills while one is written.
@@ -379,7 +375,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         self._flush = None
         self._flush_error = None
         self._stop = None
-        self._window_over = asyncio.Event()
+        window_over = self._window_over = asyncio.Event()
         session.on_stop(self.stop_window)
         self._last_activity = time.monotonic()
         self._arm_timer(self.settings.raw_stall_timeout)
@@ -391,6 +387,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
             done = self.conn.raw_received(len(early))
             if done is not None or self._fill == size:
                 self._buffer_full(done)
+        return window_over
 
     def _buffer_full(self, done: WindowReceived | None) -> None:
         """The current buffer is full or the window is complete: send it to storage."""
@@ -483,7 +480,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         if done is None and error is None and self._stop is None:
             log.info("stream %s: client left, %d bytes missing", session.key, completion.missing)
         else:
-            await self._send_completion(completion)
+            self._send_completion(completion)
             if self.conn.mode is Mode.CLOSED:
                 self._close_after_last_packet()
         self._resume_reading()
@@ -492,7 +489,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         assert self._window_over is not None
         self._window_over.set()
 
-    async def _send_completion(self, completion: Completion) -> None:
+    def _send_completion(self, completion: Completion) -> None:
         if self._closing:
             return
         self._write(
