@@ -1,11 +1,12 @@
 """The default application ``xstream-server`` serves when no other is named.
 
 * ``/echo``: a request route that answers with the JSON payload it received.
-* ``/upload-file``: a byte-stream route. Each window is granted no more than the free space
-  of the storage minus a reserve (``XSTREAM_STORAGE_RESERVE`` bytes, 64 MiB by default) and
-  no more than ``XSTREAM_UPLOAD_WINDOW`` bytes (unlimited when unset); with nothing to
-  grant it refuses with 507. The finished file stays
-  under the data directory, named by its key; the client's ``name`` header is only reported.
+* ``/upload-file``: a byte-stream route. Each window is granted no more than
+  ``XSTREAM_UPLOAD_WINDOW`` bytes (unlimited when unset); the server itself never grants
+  more than the free space it has not promised to other windows, less its reserve
+  (``XSTREAM_STORAGE_RESERVE``), and refuses with 507 when nothing is left. The finished
+  file stays under the data directory, named by its key; the client's ``name`` header is
+  only reported.
 """
 
 from __future__ import annotations
@@ -49,14 +50,9 @@ def _positive_env(name: str, default: int | None) -> int | None:
     return number
 
 
-async def _grant(offer: StreamOffer) -> int:
-    # Free space that is never granted, so the server keeps room for its own files.
-    reserve = _positive_env("XSTREAM_STORAGE_RESERVE", 64 * MiB) or 0
-    room = offer.free_space - reserve
-    if room < 1:
-        raise RouteError(Status.INSUFFICIENT_STORAGE, "no free space for this upload now")
-    window = _positive_env("XSTREAM_UPLOAD_WINDOW", None)
-    return room if not window else min(room, window)
+async def _grant(offer: StreamOffer) -> int | None:
+    # offer.free_space is what the server can still promise; it has clamped the window to it.
+    return _positive_env("XSTREAM_UPLOAD_WINDOW", None) or None
 
 
 @app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=MiB)

@@ -121,6 +121,7 @@ class StreamSession:
         self.client = client
         self._writer = writer
         self.durable = writer.offset
+        self._window_end = writer.offset + window
         # Covers bytes [0, written) when the stream was hashed from its start in this process;
         # None when the prefix must be hashed from the part file at completion.
         self._hasher = hasher
@@ -134,6 +135,11 @@ class StreamSession:
     @property
     def written(self) -> int:
         return self._writer.offset
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes granted to this window that have not reached storage yet."""
+        return max(0, self._window_end - self._writer.offset)
 
     def on_stop(self, callback: StopCallback) -> None:
         """The transport's way to be told to end this window early (takeover, shutdown)."""
@@ -318,6 +324,7 @@ class StreamService:
         self._per_client: Counter[str] = Counter()
         self._hashers: OrderedDict[str, tuple[int, _Hash]] = OrderedDict()
         self._serial = itertools.count(1)
+        self._pending_grants = 0  # bytes of windows being granted (see _room)
 
     # ---- ordinary requests -------------------------------------------------------------
     async def handle_request(self, request: Request) -> Response:
@@ -332,7 +339,7 @@ class StreamService:
             principal = await route.auth(request.authorization) if route.auth else None
             try:
                 content = _decode(request.data_format, request.payload)
-            except (UnicodeDecodeError, ValueError) as exc:
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
                 return Response(
                     Status.BAD_REQUEST, message=f"payload is not valid {request.data_format}: {exc}"
                 )
@@ -360,7 +367,7 @@ class StreamService:
             key = json.loads(request.payload)["key"]
             if not isinstance(key, str):
                 raise TypeError(key)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return Response(Status.BAD_REQUEST, message='payload must be JSON {"key": "<key>"}')
         try:
             record = await self.store.get(key)
@@ -406,6 +413,10 @@ class StreamService:
             status, message = status_of_error(exc)
             log.warning("stream request on %s refused: %s", request.route, exc)
             return Refused(status, message)
+        except Exception:
+            # An accept hook or an auth policy that fails: the client is answered at once.
+            log.exception("stream request on %s failed", request.route)
+            return Refused(Status.SERVER_ERROR, "internal error")
 
     async def _open(
         self, route: StreamRoute, request: StreamRequest, client: str
@@ -543,22 +554,38 @@ class StreamService:
             window = remaining
             if route.max_window is not None:
                 window = min(window, route.max_window)
-            if route.accept is not None and remaining:
-                offer = StreamOffer(
-                    route.path,
-                    record.key,
-                    record.total,
-                    offset,
-                    record.metadata,
-                    principal,
-                    request.key is not None,
-                    self.storage.free_space(),
-                )
-                granted = await route.accept(offer)
-                if granted is not None:
-                    window = min(window, granted)
+            if remaining:
+                # Reserved from here until the session holds it: no await may run between
+                # measuring the room and reserving it, or two streams get the same space.
+                room = self._room()
+                window = min(window, room)
                 if window < 1:
-                    raise RouteError(Status.INSUFFICIENT_STORAGE, "no capacity for this stream now")
+                    raise RouteError(
+                        Status.INSUFFICIENT_STORAGE, "no free space for this stream now"
+                    )
+                reserved = window
+                self._pending_grants += reserved
+                try:
+                    if route.accept is not None:
+                        offer = StreamOffer(
+                            route.path,
+                            record.key,
+                            record.total,
+                            offset,
+                            record.metadata,
+                            principal,
+                            request.key is not None,
+                            room,
+                        )
+                        granted = await route.accept(offer)
+                        if granted is not None:
+                            window = min(window, granted)
+                        if window < 1:
+                            raise RouteError(
+                                Status.INSUFFICIENT_STORAGE, "no capacity for this stream now"
+                            )
+                finally:
+                    self._pending_grants -= reserved
         except BaseException:
             await writer.close()
             raise
@@ -572,6 +599,13 @@ class StreamService:
             buffer_size,
         )
         return Accepted(session, offset, window, buffer_size)
+
+    def _room(self) -> int:
+        """Bytes a new window may take: the free space, less the reserve kept for the
+        server's own files (the state store's among them), less what windows granted
+        before have yet to write."""
+        promised = self._pending_grants + sum(s.unwritten for s in self.sessions.values())
+        return self.storage.free_space() - self.settings.storage_reserve - promised
 
     def _session(
         self,
@@ -639,7 +673,7 @@ class StreamService:
                 raw = await asyncio.to_thread(path.read_bytes)
                 try:
                     content = _decode(fmt, raw)
-                except (UnicodeDecodeError, ValueError) as exc:
+                except (ValueError, RecursionError) as exc:
                     raise RouteError(
                         Status.BAD_REQUEST, f"stream is not valid {fmt}: {exc}"
                     ) from exc

@@ -41,6 +41,11 @@ class ServerSettings(BaseSettings):
     checkpoint_bytes: int = Field(default=64 * MiB, ge=MiB)
     checkpoint_seconds: float = Field(default=1.0, gt=0)
 
+    # Free space never granted to a window: room for the server's own files (the embedded
+    # Redis's append-only file among them). Windows are granted against free space less this
+    # reserve less what earlier windows have yet to write.
+    storage_reserve: int = Field(default=64 * MiB, ge=0)
+
     # Write raw bytes from the event loop into the page cache (fast); off: every write goes
     # through the I/O thread pool (for storage where a write can block long, e.g. NFS).
     inline_writes: bool = True

@@ -30,16 +30,16 @@ SIZE = "8m"
 
 
 @contextlib.contextmanager
-def small_filesystem(path: Path) -> Iterator[Path]:
+def small_filesystem(path: Path, size: str = SIZE) -> Iterator[Path]:
     path.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
         capture_output=True,
         text=True,
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a {SIZE} tmpfs (needs root): {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount a {size} tmpfs (needs root): {mounted.stderr.strip()}")
     try:
         yield path
     finally:
@@ -106,3 +106,59 @@ async def test_enospc_gets_507_keeps_the_durable_prefix_and_resumes(
         finally:
             server.kill()
             await probe.close()
+
+
+async def test_concurrent_grants_never_promise_the_same_space_twice(
+    spawn_server: SpawnServer, connect: Connect, tmp_path: Path
+) -> None:
+    """Two uploads that together need more than the free space, on a filesystem shared with
+    the embedded Redis's append-only file: the second is granted only what the first has not
+    been promised, neither write meets ENOSPC, Redis stays alive, and once space is freed the
+    second stream resumes to the right sha256 and new streams are taken."""
+    reserve = 8 * MiB
+    first, second = os.urandom(40 * MiB), os.urandom(40 * MiB)
+    with small_filesystem(tmp_path / "small", size="64m") as fs:
+        server = spawn_server(
+            data_dir=fs / "data", redis=None, env={"XSTREAM_STORAGE_RESERVE": str(reserve)}
+        )
+        async with asyncio.timeout(60):
+            a, b = await connect(server.port), await connect(server.port)
+            accept_a = await a.request({"route": ROUTE, "x-stream": f"{len(first)}:65536"})
+            accept_b = await b.request({"route": ROUTE, "x-stream": f"{len(second)}:65536"})
+            assert status(accept_a) == status(accept_b) == 0
+            window_a = grant(accept_a, len(first))[1]
+            window_b = grant(accept_b, len(second))[1]
+            assert window_a == len(first)
+            assert 0 < window_b <= 64 * MiB - reserve - window_a  # what A was not promised
+            await asyncio.gather(a.send_raw(first), b.send_raw(second[:window_b]))
+            done_a, done_b = await a.receive(), await b.receive()
+            assert status(done_a) == 0, done_a.headers
+            assert status(done_b) == 0, done_b.headers
+            assert missing(done_b) == len(second) - window_b
+            # Redis is alive: the state of B is answered, not 503.
+            key_b = accept_b.headers["x-stream-key"]
+            await b.send(
+                {"route": "/stream-status", "data-format": "json"},
+                b'{"key": "%s"}' % key_b.encode(),
+            )
+            state = await b.receive()
+            assert status(state) == 0, state.headers
+            resume: dict[str, str | int] = {
+                "route": ROUTE,
+                "x-stream": f"{len(second)}:65536",
+                "x-stream-key": key_b,
+            }
+            full = await b.request(resume)
+            assert status(full) == 507  # nothing left to promise beyond the reserve
+            # Space comes back (A's finished file is taken away): B resumes and completes.
+            (fs / "data" / "streams" / "complete" / accept_a.headers["x-stream-key"]).unlink()
+            again = await b.request(resume)
+            assert status(again) == 0
+            offset, window = grant(again, len(second))
+            assert (offset, window) == (window_b, len(second) - window_b)
+            await b.send_raw(second[offset:])
+            done = await b.receive()
+            assert status(done) == 0
+            assert done.headers["x-stream-checksum"] == sha256(second)
+            fresh = await a.request({"route": ROUTE, "x-stream": "10:65536"})
+            assert status(fresh) == 0

@@ -144,9 +144,11 @@ async def test_stream_over_route_limit_gets_413(make_server: ServerFactory) -> N
         assert status(ok) == 0
 
 
-async def test_no_free_space_gets_507(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XSTREAM_STORAGE_RESERVE", str(1 << 62))
-    async with await Wire.connect(server.port) as wire:
+async def test_no_free_space_gets_507(make_server: ServerFactory) -> None:
+    async with (
+        make_server(storage_reserve=1 << 62) as server,
+        await Wire.connect(server.port) as wire,
+    ):
         reply = await wire.request({"route": "/upload-file", "x-stream": "10:10"})
         assert status(reply) == 507
         assert reply.headers["x-stream"] == "-1"

@@ -242,7 +242,17 @@ class PacketProtocol(asyncio.BufferedProtocol):
             self._pump = self._loop.create_task(self._run_pump())
 
     async def _run_pump(self) -> None:
-        """Answer events in order. Replies to a pipelined batch leave in one write."""
+        """Answer events in order; nothing unexpected may end it silently: it is logged with
+        its traceback, the client gets ``500`` and the connection closes (a window in
+        progress is settled at its durable offset by ``connection_lost``)."""
+        try:
+            await self._answer_events()
+        except Exception:
+            log.exception("%s: unexpected error; closing the connection", self.client)
+            self._abort(Status.SERVER_ERROR, "internal error")
+
+    async def _answer_events(self) -> None:
+        """Replies to a pipelined batch leave in one write."""
         conn = self.conn
         try:
             while not self._closing:
@@ -361,6 +371,23 @@ class PacketProtocol(asyncio.BufferedProtocol):
         if outcome.window == 0:
             self._send_completion(await session.finish())
             return
+        early = self.conn.take_early_raw()
+        if early:
+            # The client sent raw bytes before our accept reply (PROTOCOL §6): they are the
+            # start of the window, whatever their size. Stored before any later byte is read.
+            self._pause_reading()
+            try:
+                await session.write(memoryview(early))
+            except Exception as exc:
+                self._send_completion(await session.abandon(*status_of_error(exc)))
+                if self.conn.mode is Mode.CLOSED:
+                    self._close_after_last_packet()
+                return
+            done = self.conn.raw_received(len(early))
+            if self._closing or done is not None:
+                completion = await (session.finish() if done else session.abandon(Status.OK, ""))
+                self._send_completion(completion)
+                return
         await self._start_window(session, outcome.buffer_size).wait()
 
     def _start_window(self, session: StreamSession, buffer_size: int) -> asyncio.Event:
@@ -379,14 +406,7 @@ class PacketProtocol(asyncio.BufferedProtocol):
         session.on_stop(self.stop_window)
         self._last_activity = time.monotonic()
         self._arm_timer(self.settings.raw_stall_timeout)
-        early = self.conn.take_early_raw()
-        if early:
-            # The client sent raw bytes before our accept reply; they belong to the window.
-            self._buffers[0][: len(early)] = early
-            self._fill = len(early)
-            done = self.conn.raw_received(len(early))
-            if done is not None or self._fill == size:
-                self._buffer_full(done)
+        self._resume_reading()
         return window_over
 
     def _buffer_full(self, done: WindowReceived | None) -> None:
