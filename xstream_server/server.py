@@ -1,4 +1,4 @@
-"""The whole server in one object: state store, storage, service, transport, background work.
+"""The whole server in one object: state store, storage, stream engine, transport, background work.
 
 async with Server(app, settings) as server:
     print(server.port)
@@ -18,9 +18,9 @@ from types import TracebackType
 
 from .app import App
 from .embedded_redis import EmbeddedRedis
-from .service import StreamService
+from .engine import StreamEngine
 from .settings import ServerSettings
-from .state import RedisStateStore, StateUnavailable, StreamState
+from .state import RedisStateStore, StateUnavailable
 from .storage import FileStorage
 from .transport import TcpTransportServer
 
@@ -55,7 +55,7 @@ class Server:
         self.port = settings.port
         self._background: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
-        self.service: StreamService | None = None
+        self.engine: StreamEngine | None = None
         self.transport: TcpTransportServer | None = None
         self.store: RedisStateStore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -80,18 +80,19 @@ class Server:
             fsync=self.settings.fsync,
             inline_writes=self.settings.inline_writes,
         )
-        self.service = StreamService(self.app, self.store, storage, self.settings)
+        self.engine = StreamEngine(self.app, self.store, storage, self.settings)
         try:
             await self.store.ping()
-            await self._reconcile()
+            await self.engine.maintenance.reconcile()
         except StateUnavailable as exc:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
-        self.transport = TcpTransportServer(self.service, self.settings)
+        self.transport = TcpTransportServer(self.engine, self.settings)
         self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
         loop = asyncio.get_running_loop()
+        maintenance = self.engine.maintenance
         self._background = [
-            loop.create_task(self._forever(self.service.serve_takeovers, "takeover listener")),
-            loop.create_task(self._forever(self.service.renew_leases, "lease renewal")),
+            loop.create_task(self._forever(maintenance.serve_takeovers, "takeover listener")),
+            loop.create_task(self._forever(maintenance.renew_leases, "lease renewal")),
             loop.create_task(self._sweep_periodically()),
         ]
         log.info(
@@ -103,33 +104,6 @@ class Server:
             data_dir,
             "on" if self.settings.fsync else "off",
         )
-
-    async def _reconcile(self) -> None:
-        """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5).
-
-        Each part is cut under the stream's lease. A stream whose lease is held is being
-        written by another instance sharing the data directory: its part rightly holds bytes
-        past the last checkpoint, and it is left alone (a resume cuts it back anyway)."""
-        assert self.service is not None and self.store is not None
-        storage = self.service.storage
-        owner = f"{self.service.instance}:reconcile"
-        count = 0
-        for key in await self.store.active_keys():
-            if await self.store.acquire_lease(key, owner, self.settings.lease_seconds):
-                continue
-            try:
-                record = await self.store.get(key)
-                if record is None or record.state is not StreamState.ACTIVE:
-                    continue
-                size = await storage.part_size(key)
-                if size is not None and size > record.offset:
-                    writer = await storage.open_part(key, record.offset)
-                    await writer.close()
-                    count += 1
-            finally:
-                await self.store.release_lease(key, owner)
-        if count:
-            log.info("start-up: %d part files cut back to their durable offsets", count)
 
     async def _forever(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         """Run a background loop, restarting it after Redis trouble."""
@@ -143,11 +117,11 @@ class Server:
             await asyncio.sleep(1.0)
 
     async def _sweep_periodically(self) -> None:
-        assert self.service is not None
+        assert self.engine is not None
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
             try:
-                await self.service.sweep()
+                await self.engine.sweep()
             except StateUnavailable as exc:
                 log.warning("sweeper skipped: %s", exc)
             except Exception:
@@ -159,10 +133,12 @@ class Server:
         if self._closed.is_set():
             return
         log.info("shutting down")
-        if self.service is not None:
-            self.service.shutting_down = True
+        if self.engine is not None:
+            self.engine.shut_down()
         if self.transport is not None:
             await self.transport.close()
+        if self.engine is not None:
+            await self.engine.wait_settled(self.settings.shutdown_timeout)
         for task in self._background:
             task.cancel()
         for task in self._background:

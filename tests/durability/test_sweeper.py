@@ -52,9 +52,9 @@ async def left_behind(server: Server, connect: Connect, route: str, data: bytes)
     """A stream whose client sent half of it and went away; settled once this returns."""
     link = await connect(server.port)
     key = await start(link, route, data, len(data) // 2)
-    await until(lambda: key in server.service.sessions if server.service else False)
+    await until(lambda: key in server.engine.sessions if server.engine else False)
     link.abort()
-    await until(lambda: server.service is not None and key not in server.service.sessions)
+    await until(lambda: server.engine is not None and key not in server.engine.sessions)
     return key
 
 
@@ -68,8 +68,8 @@ async def test_sweep_removes_exactly_the_dead_streams(
             asyncio.timeout(30),
             make_server(app=sweeper_app(), orphan_grace=0, sweep_interval=3600) as server,
         ):
-            assert server.service is not None
-            sessions = server.service.sessions
+            assert server.engine is not None
+            sessions = server.engine.sessions
             expired = [
                 await left_behind(server, connect, "/short", data["a"]),
                 await left_behind(server, connect, "/short", data["b"]),
@@ -88,7 +88,7 @@ async def test_sweep_removes_exactly_the_dead_streams(
             completed = await start(done_link, "/short", data["f"], len(data["f"]))
             assert status(await done_link.receive()) == 0
 
-            counts = await server.service.sweep(now=time.time() + SHORT + 1)
+            counts = await server.engine.sweep(now=time.time() + SHORT + 1)
 
             assert counts == {"expired": 2, "orphan_parts": 1, "orphan_records": 1}
             parts = {p.name for p in probe.part(kept).parent.iterdir()}
@@ -101,7 +101,7 @@ async def test_sweep_removes_exactly_the_dead_streams(
             assert (await probe.record(completed))["state"] == "complete"
             assert await probe.expiry_index() == {kept, live}
             # Nothing is left to sweep.
-            again = await server.service.sweep(now=time.time() + SHORT + 1)
+            again = await server.engine.sweep(now=time.time() + SHORT + 1)
             assert again == {"expired": 0, "orphan_parts": 0, "orphan_records": 0}
 
             # Deleted keys get 410; the survivors carry on.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from xstream_server.service import _new_key
+from xstream_server.engine import new_key
 
 
 def test_keys_are_url_safe_random_and_never_look_like_an_option() -> None:
-    keys = [_new_key() for _ in range(5000)]
+    keys = [new_key() for _ in range(5000)]
     assert len(set(keys)) == len(keys)
     for key in keys:
         assert re.fullmatch(r"[A-Za-z0-9_-]{24}", key)  # 24 base64 characters = 144 bits

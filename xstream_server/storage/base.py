@@ -90,6 +90,11 @@ class Storage(Protocol):
         Idempotent: finalizing a finished key returns its path again."""
         ...
 
+    async def read(self, key: str, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the part (or, once finished, the object) from ``offset``;
+        fewer only at its end. Raises ``StorageError`` when neither exists."""
+        ...
+
     async def discard(self, key: str) -> None:
         """Delete the part of ``key``; a finished object belongs to the app and stays."""
         ...

@@ -196,6 +196,13 @@ class FileStorage:
             raise _storage_error(exc, "finalizing") from exc
         return final
 
+    async def read(self, key: str, offset: int, size: int) -> bytes:
+        try:
+            data: bytes = await _read_async(self._part(key), self.finished_path(key), offset, size)
+        except OSError as exc:
+            raise _storage_error(exc, "reading") from exc
+        return data
+
     async def discard(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(self._part(key))
@@ -239,3 +246,17 @@ def _finalize(part: Path, final: Path, fsync: bool) -> None:
 
 
 _finalize_async = aiofiles.os.wrap(_finalize)
+
+
+def _read(part: Path, final: Path, offset: int, size: int) -> bytes:
+    try:
+        fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = os.open(final, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+_read_async = aiofiles.os.wrap(_read)

@@ -1,5 +1,7 @@
-"""Transports: thin I/O drivers around the sans-IO protocol core (TCP today)."""
+"""Transports: thin I/O adapters over the stream engine. ``driver`` runs the packet protocol
+over any byte stream; ``tcp`` gives it sockets."""
 
-from .tcp import PacketProtocol, TcpTransportServer
+from .driver import Channel, ConnectionDriver, ConnectionHub
+from .tcp import TcpConnection, TcpTransportServer
 
-__all__ = ["PacketProtocol", "TcpTransportServer"]
+__all__ = ["Channel", "ConnectionDriver", "ConnectionHub", "TcpConnection", "TcpTransportServer"]

@@ -1,0 +1,67 @@
+"""The stream engine: everything the server does with requests and streams, for every
+transport. It owns durability, hashing, checkpoints, leases and completion; a transport only
+reads, writes, pauses and closes its connection.
+
+The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implements it):
+
+* ``handle_request(request) -> Response`` answers an ordinary request (app routes and the
+  built-in ``/stream-status``).
+* ``open_stream(request, client, offset=None) -> Accepted | Refused`` negotiates a window of
+  a stream: a new one (no key) or a resume, taking the stream over from an older connection
+  here or in another instance. ``offset`` is for protocols where the client states where
+  its bytes start (a tus PATCH): anything but the durable offset is refused with 409.
+  ``Accepted`` carries the durable offset, the window W and the buffer size; its
+  ``session`` holds the stream's lease.
+* ``receive(accepted, reading) -> RawWindow`` receives exactly W bytes: ``buffer()`` and
+  ``received(n)`` for a transport that reads into memory it is given (zero copies),
+  ``await write(data)`` for one that is handed bytes. The window pauses and resumes the
+  transport's reading through ``reading`` (a ``ReadControl``), ends by itself when the
+  bytes are in or storage fails, and is ended early by ``stop(status, message)`` (timeout,
+  shutdown; takeovers call it too) or ``client_gone()``. ``await result()`` is the
+  completion to send, or None when nobody is left to answer.
+* A window of W = 0 (the stream is complete, or finalized before a crash) has no
+  ``RawWindow``: ``await accepted.session.finish()`` is its completion.
+* ``create_stream(request, client)`` creates a stream without a window (tus creation);
+  ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
+  durable bytes (downloads).
+
+How a new transport plugs in: byte-stream transports (TCP today; WebSocket and uTP next)
+reuse ``transport.driver.ConnectionDriver``, which runs the sans-IO protocol core against
+this API and only needs a ``Channel`` (write, pause/resume reading, close). A transport
+with a protocol of its own (HTTP/tus) calls the API above directly.
+
+Modules: ``outcomes`` (the data objects above), ``errors`` (error → status, new keys),
+``session`` (one window's durable writer and checkpoints), ``window`` (receiving W bytes),
+``negotiation`` (new/resume, leases and takeover, grants and the accept hook),
+``registry`` (live sessions, promised space, cached hashes), ``completion`` (verify,
+finalize, handler, result), ``dispatch`` (request routes, ``/stream-status``),
+``maintenance`` (takeover requests, lease renewal, start-up reconcile, the sweeper),
+``engine`` (``StreamEngine``, which ties them together).
+"""
+
+from .api import Engine
+from .dispatch import STATUS_ROUTE
+from .engine import StreamEngine
+from .errors import new_key, status_of_error
+from .outcomes import Accepted, Completion, Refused, Response, StreamStatus, completion_of
+from .session import StreamSession
+from .window import SETTLING, STORAGE, RawWindow, ReadControl
+
+__all__ = [
+    "SETTLING",
+    "STATUS_ROUTE",
+    "STORAGE",
+    "Accepted",
+    "Completion",
+    "Engine",
+    "RawWindow",
+    "ReadControl",
+    "Refused",
+    "Response",
+    "StreamEngine",
+    "StreamSession",
+    "StreamStatus",
+    "completion_of",
+    "new_key",
+    "status_of_error",
+]

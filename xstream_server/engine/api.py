@@ -1,0 +1,44 @@
+"""``Engine``: the small surface every transport is written against (not the concrete
+``StreamEngine``), so a transport can be tested, or the engine replaced, on its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
+
+from ..protocol import Request, StreamRequest
+from .outcomes import Accepted, Refused, Response, StreamStatus
+from .window import RawWindow, ReadControl
+
+__all__ = ["Engine"]
+
+
+class Engine(Protocol):
+    @property
+    def shutting_down(self) -> bool:
+        """True once the server stops granting windows (new requests get 503)."""
+        ...
+
+    def payload_limit(self) -> Callable[[Mapping[str, str]], int]:
+        """The per-packet payload limit of each route, for the packet codec."""
+        ...
+
+    async def handle_request(self, request: Request) -> Response: ...
+
+    async def open_stream(
+        self, request: StreamRequest, client: str, *, offset: int | None = None
+    ) -> Accepted | Refused: ...
+
+    def receive(self, accepted: Accepted, reading: ReadControl) -> RawWindow: ...
+
+    async def create_stream(
+        self, request: StreamRequest, client: str
+    ) -> StreamStatus | Refused: ...
+
+    async def status(
+        self, key: str, authorization: str | None = None
+    ) -> StreamStatus | Refused: ...
+
+    def read(
+        self, key: str, offset: int = 0, authorization: str | None = None
+    ) -> AsyncIterator[bytes]: ...

@@ -1,0 +1,136 @@
+"""The engine's background work: letting go of streams another instance wants, renewing
+the leases of live sessions, cutting parts back to their durable offsets at start-up, and
+sweeping expired streams and orphaned files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..protocol import Status
+from ..settings import ServerSettings
+from ..state import StateStore, StateUnavailable, StreamState
+from ..storage import Storage
+from .registry import LiveStreams
+
+__all__ = ["Maintenance"]
+
+log = logging.getLogger("xstream.engine")
+
+
+class Maintenance:
+    def __init__(
+        self,
+        store: StateStore,
+        storage: Storage,
+        settings: ServerSettings,
+        live: LiveStreams,
+        instance: str,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.settings = settings
+        self.live = live
+        self.instance = instance
+
+    async def reconcile(self) -> None:
+        """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5).
+
+        Each part is cut under the stream's lease. A stream whose lease is held is being
+        written by another instance sharing the data directory: its part rightly holds bytes
+        past the last checkpoint, and it is left alone (a resume cuts it back anyway)."""
+        storage = self.storage
+        owner = f"{self.instance}:reconcile"
+        count = 0
+        for key in await self.store.active_keys():
+            if await self.store.acquire_lease(key, owner, self.settings.lease_seconds):
+                continue
+            try:
+                record = await self.store.get(key)
+                if record is None or record.state is not StreamState.ACTIVE:
+                    continue
+                size = await storage.part_size(key)
+                if size is not None and size > record.offset:
+                    writer = await storage.open_part(key, record.offset)
+                    await writer.close()
+                    count += 1
+            finally:
+                await self.store.release_lease(key, owner)
+        if count:
+            log.info("start-up: %d part files cut back to their durable offsets", count)
+
+    async def serve_takeovers(self) -> None:
+        """Let go of streams that another instance's newer request wants."""
+        async for key in self.store.takeover_requests(self.instance):
+            session = self.live.sessions.get(key)
+            if session is not None:
+                log.info("stream %s: released for another instance", key)
+                asyncio.get_running_loop().create_task(
+                    session.stop(Status.CONFLICT, "superseded by a newer request for this stream")
+                )
+
+    async def renew_leases(self) -> None:
+        """Keep the leases of live sessions, so only a dead process loses its streams by time."""
+        interval = self.settings.lease_seconds / 4
+        while True:
+            await asyncio.sleep(interval)
+            sessions = list(self.live.sessions.values())
+            try:
+                # One pipelined trip for all: one await per session would stretch a round
+                # past the lease itself when the loop is busy with hundreds of streams.
+                renewed = await self.store.renew_leases(
+                    [(session.key, session.owner) for session in sessions],
+                    self.settings.lease_seconds,
+                )
+            except StateUnavailable:
+                continue
+            for session, ok in zip(sessions, renewed, strict=True):
+                if not ok:
+                    session.stop_soon(Status.CONFLICT, "stream taken over by a newer request")
+
+    async def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Delete expired streams, part files without a record, records without a part."""
+        now = time.time() if now is None else now
+        counts = {"expired": 0, "orphan_parts": 0, "orphan_records": 0}
+        for key in await self.store.expired(now):
+            if key in self.live.sessions:
+                continue
+            record = await self.store.get(key)
+            if record is not None and record.state is StreamState.COMPLETE:
+                await self.store.forget(key)  # its record expires by itself; files stay
+                continue
+            if record is not None and record.updated + record.expiry > now:
+                await self.store.reschedule(key, record.updated + record.expiry)
+                continue  # renewed since it was indexed
+            await self.storage.discard(key)
+            await self.store.delete(key)
+            self.live.forget(key)
+            counts["expired"] += 1
+        for part in await self.storage.list_parts():
+            if part.key in self.live.sessions or now - part.modified < self.settings.orphan_grace:
+                continue
+            if not await self.store.exists(part.key):
+                await self.storage.discard(part.key)
+                counts["orphan_parts"] += 1
+        for key in await self.store.active_keys():
+            if key in self.live.sessions:
+                continue
+            record = await self.store.get(key)
+            if record is None:
+                # Expired by its TTL a moment before its place in the index came due.
+                await self.storage.discard(key)
+                await self.store.forget(key)
+                counts["expired"] += 1
+            elif record.state is StreamState.COMPLETE:
+                await self.store.forget(key)
+            elif (
+                record.state is StreamState.ACTIVE
+                and now - record.updated >= self.settings.orphan_grace
+                and await self.storage.part_size(key) is None
+            ):
+                await self.store.delete(key)
+                counts["orphan_records"] += 1
+        if any(counts.values()):
+            log.info("sweeper: %s", counts)
+        return counts

@@ -1,0 +1,314 @@
+"""Opening a window on a stream: a new stream or a resume, the lease taken over from an older
+connection (here or in another instance), the grant and the route's accept hook.
+
+Every granted window holds the stream's lease in its ``StreamSession``. A grant never
+promises space twice: a window is granted no more than the free space, less the reserve
+kept for the server's own files, less what windows granted before have yet to write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Final
+
+from ..app import App, RouteError, StreamOffer, StreamRoute
+from ..protocol import DataFormat, Status, StreamRequest
+from ..settings import ServerSettings
+from ..state import LeaseLost, StateStore, StateUnavailable, StreamRecord, StreamState
+from ..storage import PartWriter, Storage, StorageError
+from .errors import new_key, status_of_error
+from .outcomes import Accepted, Refused
+from .registry import LiveStreams
+from .session import NoWriter, SessionHost, StreamSession
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+__all__ = ["Negotiator"]
+
+log = logging.getLogger("xstream.engine")
+
+_POLL: Final = 0.005  # seconds between attempts to take a lease that is being released
+
+
+class Negotiator:
+    def __init__(
+        self,
+        host: SessionHost,
+        app: App,
+        store: StateStore,
+        storage: Storage,
+        settings: ServerSettings,
+        live: LiveStreams,
+        instance: str,
+    ) -> None:
+        self._host = host
+        self.app = app
+        self.store = store
+        self.storage = storage
+        self.settings = settings
+        self.live = live
+        self.instance = instance
+        self._serial = itertools.count(1)
+
+    def new_owner(self) -> str:
+        return f"{self.instance}:{next(self._serial)}"
+
+    async def open(
+        self, request: StreamRequest, client: str, *, offset: int | None = None
+    ) -> Accepted | Refused:
+        """Grant a window of ``request``'s stream. ``offset``: where the client says its bytes
+        start (tus); anything but the durable offset is refused with 409."""
+        route = self.app.routes.get(request.route)
+        if route is None:
+            return Refused(Status.NOT_FOUND, f"no route {request.route}")
+        if not isinstance(route, StreamRoute):
+            return Refused(Status.METHOD_NOT_ALLOWED, "this route does not take streams")
+        try:
+            return await self._open(route, request, client, offset)
+        except RouteError as exc:
+            return Refused(exc.status, exc.message)
+        except (StateUnavailable, LeaseLost, StorageError) as exc:
+            status, message = status_of_error(exc)
+            log.warning("stream request on %s refused: %s", request.route, exc)
+            return Refused(status, message)
+        except Exception:
+            # An accept hook or an auth policy that fails: the client is answered at once.
+            log.exception("stream request on %s failed", request.route)
+            return Refused(Status.SERVER_ERROR, "internal error")
+
+    async def create(self, request: StreamRequest, client: str) -> StreamRecord | Refused:
+        """Create a stream without granting a window yet (tus creation)."""
+        route = self.app.routes.get(request.route)
+        if not isinstance(route, StreamRoute):
+            return Refused(Status.NOT_FOUND, f"no stream route {request.route}")
+        owner = self.new_owner()
+        try:
+            principal = await route.auth(request.authorization) if route.auth else None
+            record = await self._create(route, request, principal, owner)
+            await self.store.release_lease(record.key, owner)
+        except RouteError as exc:
+            return Refused(exc.status, exc.message)
+        except (StateUnavailable, StorageError) as exc:
+            return Refused(*status_of_error(exc))
+        except Exception:
+            log.exception("stream creation on %s failed", request.route)
+            return Refused(Status.SERVER_ERROR, "internal error")
+        return record
+
+    async def _open(
+        self, route: StreamRoute, request: StreamRequest, client: str, offset: int | None
+    ) -> Accepted | Refused:
+        principal = await route.auth(request.authorization) if route.auth else None
+        if self.live.client_streams(client) >= self.settings.max_streams_per_client:
+            return Refused(Status.TOO_MANY_STREAMS, "too many concurrent streams for this client")
+        owner = self.new_owner()
+        if request.key is None:
+            record = await self._create(route, request, principal, owner)
+        else:
+            found = await self._resumable(route, request, principal)
+            if isinstance(found, Refused):
+                return found
+            record = found
+            refused = await self._take_lease(record.key, owner)
+            if refused is not None:
+                return refused
+        try:
+            accepted = await self._grant(route, request, record, owner, principal, client)
+        except BaseException:
+            with contextlib.suppress(StateUnavailable):
+                await self.store.release_lease(record.key, owner)
+            raise
+        if offset is not None and offset != accepted.offset:
+            await accepted.session.release()
+            return Refused(Status.CONFLICT, f"the stream's durable offset is {accepted.offset}")
+        return accepted
+
+    async def _create(
+        self, route: StreamRoute, request: StreamRequest, principal: str | None, owner: str
+    ) -> StreamRecord:
+        if request.total > route.max_size:
+            raise RouteError(
+                Status.TOO_LARGE, f"stream of {request.total} bytes, at most {route.max_size}"
+            )
+        if request.data_format is not DataFormat.BYTES and request.total > route.max_decoded_size:
+            raise RouteError(
+                Status.TOO_LARGE,
+                f"{request.data_format} stream of {request.total} bytes, "
+                f"at most {route.max_decoded_size} are decoded",
+            )
+        now = time.time()
+        record = StreamRecord(
+            key=new_key(),
+            route=route.path,
+            total=request.total,
+            offset=0,
+            buffer_size=route.clamp_buffer(request.buffer_size),
+            data_format=request.data_format.value,
+            created=now,
+            updated=now,
+            expiry=route.expiry or self.settings.stream_expiry,
+            metadata=dict(request.metadata),
+            principal=principal,
+            checksum=request.checksum,
+        )
+        await self.store.create(record, owner)
+        log.debug("stream %s created on %s: %d bytes", record.key, route.path, record.total)
+        return record
+
+    async def _resumable(
+        self, route: StreamRoute, request: StreamRequest, principal: str | None
+    ) -> StreamRecord | Refused:
+        assert request.key is not None
+        record = await self.store.get(request.key)
+        if record is None:
+            return Refused(Status.GONE, "stream key unknown or expired")
+        if record.route != route.path:
+            return Refused(Status.CONFLICT, f"stream belongs to route {record.route}")
+        if record.total != request.total:
+            return Refused(Status.CONFLICT, f"stream total is {record.total}, not {request.total}")
+        if record.principal != principal:
+            return Refused(Status.FORBIDDEN, "stream belongs to someone else")
+        return record
+
+    async def _take_lease(self, key: str, owner: str) -> Refused | None:
+        """Own ``key``; a connection streaming on it (here or in another instance) is told to
+        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4)."""
+        deadline = time.monotonic() + max(
+            self.settings.takeover_timeout, self.settings.lease_seconds
+        )
+        asked: set[str] = set()
+        while True:
+            holder = await self.store.acquire_lease(key, owner, self.settings.lease_seconds)
+            if holder is None:
+                return None
+            instance = holder.partition(":")[0]
+            if instance == self.instance:
+                older = self.live.sessions.get(key)
+                if older is not None:
+                    log.info("stream %s: taking over from %s", key, older.owner)
+                    await older.stop(
+                        Status.CONFLICT, "superseded by a newer request for this stream"
+                    )
+            elif holder and holder not in asked:
+                log.info("stream %s: asking instance %s to let go", key, instance)
+                asked.add(holder)
+                await self.store.request_takeover(instance, key)
+            if time.monotonic() > deadline:
+                return Refused(Status.UNAVAILABLE, "stream is busy on another connection")
+            await asyncio.sleep(_POLL)
+
+    async def _grant(
+        self,
+        route: StreamRoute,
+        request: StreamRequest,
+        record: StreamRecord,
+        owner: str,
+        principal: str | None,
+        client: str,
+    ) -> Accepted:
+        if request.key is not None:
+            # Reread under the lease: the previous owner may have checkpointed after we looked.
+            record = await self.store.get(record.key) or record
+        buffer_size = route.clamp_buffer(request.buffer_size)
+        if record.state is StreamState.COMPLETE:
+            session = self._session(record, route, NoWriter(record.total), owner, 0, client, None)
+            return Accepted(session, record.total, 0, buffer_size)
+        writer: PartWriter
+        if request.key is not None and await self.storage.is_finished(record.key):
+            # Finalized (every byte fsynced, then renamed) before a crash that came before
+            # the record said so: only the completion (handler, result) is left to do.
+            writer = NoWriter(record.total)
+        else:
+            writer = await self.storage.open_part(record.key, record.offset)
+        try:
+            if writer.offset != record.offset:
+                if writer.offset < record.offset:
+                    log.warning(
+                        "stream %s: part holds %d bytes, record said %d; resuming from the part",
+                        record.key,
+                        writer.offset,
+                        record.offset,
+                    )
+                await self.store.checkpoint(record.key, owner, writer.offset, force=True)
+            offset = writer.offset
+            window = await self._window(route, record, offset, principal, request.key is not None)
+        except BaseException:
+            await writer.close()
+            raise
+        # No await from the end of _window to here: the space it reserved passes to the
+        # session (see LiveStreams.promised).
+        hasher = self.live.take_hasher(record.key, offset)
+        session = self._session(record, route, writer, owner, window, client, hasher)
+        log.debug(
+            "stream %s: window of %d bytes from offset %d granted (B=%d)",
+            record.key,
+            window,
+            offset,
+            buffer_size,
+        )
+        return Accepted(session, offset, window, buffer_size)
+
+    async def _window(
+        self,
+        route: StreamRoute,
+        record: StreamRecord,
+        offset: int,
+        principal: str | None,
+        resume: bool,
+    ) -> int:
+        """How many bytes to grant from ``offset``: what remains, within the route's limit,
+        the room not promised to other windows, and the accept hook's answer."""
+        remaining = record.total - offset
+        window = remaining
+        if route.max_window is not None:
+            window = min(window, route.max_window)
+        if not remaining:
+            return 0
+        # Reserved from here until the session holds it: no await may run between
+        # measuring the room and reserving it, or two streams get the same space.
+        room = self.storage.free_space() - self.settings.storage_reserve - self.live.promised()
+        window = min(window, room)
+        if window < 1:
+            raise RouteError(Status.INSUFFICIENT_STORAGE, "no free space for this stream now")
+        if route.accept is None:
+            return window
+        reserved = window
+        self.live.pending_grants += reserved
+        try:
+            offer = StreamOffer(
+                route.path,
+                record.key,
+                record.total,
+                offset,
+                record.metadata,
+                principal,
+                resume,
+                room,
+            )
+            granted = await route.accept(offer)
+        finally:
+            self.live.pending_grants -= reserved
+        if granted is not None:
+            window = min(window, granted)
+        if window < 1:
+            raise RouteError(Status.INSUFFICIENT_STORAGE, "no capacity for this stream now")
+        return window
+
+    def _session(
+        self,
+        record: StreamRecord,
+        route: StreamRoute,
+        writer: PartWriter,
+        owner: str,
+        window: int,
+        client: str,
+        hasher: _Hash | None,
+    ) -> StreamSession:
+        session = StreamSession(self._host, record, route, writer, owner, window, hasher, client)
+        self.live.add(session)
+        return session

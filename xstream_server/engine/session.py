@@ -1,0 +1,257 @@
+"""A stream session: one granted window of one stream, owning the stream's lease.
+
+The session is where durability is kept (PROTOCOL §3.5): it writes bytes to the part with
+their sha256, checkpoints them in the background at the configured cadence (write → fsync →
+record, never reported before), and at the window's end either finishes (every byte
+durable, the stream completed when it was the last window) or abandons (whatever can be
+made durable is kept, and the bytes still missing are counted from there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from ..app import StreamRoute
+from ..protocol import Status
+from ..settings import ServerSettings
+from ..state import StateStore, StateUnavailable, StreamRecord
+from ..storage import Digest, PartWriter, StorageError
+from .errors import status_of_error
+from .outcomes import Completion, completion_of
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+__all__ = ["NoWriter", "SessionHost", "StopCallback", "StreamSession"]
+
+log = logging.getLogger("xstream.engine")
+
+
+class SessionHost(Protocol):
+    """What a session needs of the engine that made it."""
+
+    store: StateStore
+    settings: ServerSettings
+
+    def complete(self, session: StreamSession) -> Awaitable[Completion]: ...
+
+    def session_ended(self, session: StreamSession) -> None: ...
+
+
+StopCallback = Callable[[Status, str], None]
+
+
+class StreamSession:
+    """One granted window of one stream on one connection; it owns the stream's lease."""
+
+    def __init__(
+        self,
+        host: SessionHost,
+        record: StreamRecord,
+        route: StreamRoute,
+        writer: PartWriter,
+        owner: str,
+        window: int,
+        hasher: _Hash | None,
+        client: str,
+    ) -> None:
+        self._host = host
+        self.record = record
+        self.route = route
+        self.key = record.key
+        self.owner = owner
+        self.window = window
+        self.client = client
+        self._writer = writer
+        self.durable = writer.offset
+        self._window_end = writer.offset + window
+        # Covers bytes [0, written) when the stream was hashed from its start in this process;
+        # None when the prefix must be hashed from the part file at completion.
+        self._hasher = hasher
+        self._settings = host.settings
+        self._last_checkpoint = time.monotonic()
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._checkpoint_error: Exception | None = None
+        self._released = asyncio.Event()
+        self._on_stop: StopCallback | None = None
+
+    @property
+    def written(self) -> int:
+        return self._writer.offset
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes granted to this window that have not reached storage yet."""
+        return max(0, self._window_end - self._writer.offset)
+
+    def on_stop(self, callback: StopCallback) -> None:
+        """The transport's way to be told to end this window early (takeover, shutdown)."""
+        self._on_stop = callback
+
+    @property
+    def inline(self) -> bool:
+        """True when the transport may store bytes with ``write_now`` (no await)."""
+        return self._writer.inline
+
+    def write_now(self, data: memoryview) -> None:
+        """Store raw bytes from the event loop (see ``inline``)."""
+        if self._checkpoint_error is not None:
+            raise self._checkpoint_error
+        try:
+            self._writer.write_now(data, self._hasher)
+        except StorageError:
+            self._hasher = None  # a partial write: the part is hashed at completion
+            raise
+        self._after_write()
+
+    async def write(self, data: memoryview) -> None:
+        """Store raw bytes through the storage's thread pool."""
+        if self._checkpoint_error is not None:
+            raise self._checkpoint_error
+        try:
+            await self._writer.write(data, self._hasher)
+        except StorageError:
+            self._hasher = None  # a partial write: the part is hashed at completion
+            raise
+        self._after_write()
+
+    def _after_write(self) -> None:
+        """Start a checkpoint when the byte or time cadence says so."""
+        if (
+            self.written - self.durable >= self._settings.checkpoint_bytes
+            or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
+        ) and (self._checkpointing is None or self._checkpointing.done()):
+            # In the background: writing goes on while the fsync runs.
+            self._last_checkpoint = time.monotonic()
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint_to(self.written)
+            )
+
+    async def _checkpoint_to(self, offset: int) -> None:
+        """write → fsync → record, for the bytes written before ``offset``."""
+        try:
+            await self._writer.sync()
+            await self._host.store.checkpoint(self.key, self.owner, offset)
+        except Exception as exc:
+            self._checkpoint_error = exc
+            return
+        self.durable = max(self.durable, offset)
+
+    async def _settle_background_checkpoint(self) -> None:
+        if self._checkpointing is not None:
+            await self._checkpointing
+            self._checkpointing = None
+        if self._checkpoint_error is not None:
+            raise self._checkpoint_error
+
+    async def checkpoint(self) -> None:
+        """Settle: on return every byte written so far is durable (or an error is raised)."""
+        await self._settle_background_checkpoint()
+        self._last_checkpoint = time.monotonic()
+        if self.written != self.durable:
+            await self._checkpoint_to(self.written)
+            if self._checkpoint_error is not None:
+                raise self._checkpoint_error
+
+    async def finish(self) -> Completion:
+        """The window is in: make it durable, complete the stream if it was the last one."""
+        if self.record.result is not None:
+            await self.release()
+            return completion_of(self.key, self.record.result)
+        try:
+            if self.written < self.record.total:
+                await self.checkpoint()
+                return Completion(self.key, self.record.total - self.durable)
+            # The last window: the completion record (offset = total) is the checkpoint.
+            await self._settle_background_checkpoint()
+            await self._writer.sync()
+            return await self._host.complete(self)
+        except Exception as exc:
+            return self._failure(exc)
+        finally:
+            await self.release()
+
+    async def abandon(self, status: Status, message: str) -> Completion:
+        """End the window early (client gone, timeout, takeover, shutdown): keep every byte
+        that can be made durable and say how many are still missing."""
+        try:
+            await self.checkpoint()
+        except Exception as exc:
+            return self._failure(exc)
+        finally:
+            await self.release()
+        return Completion(self.key, self.record.total - self.durable, status, message)
+
+    def _failure(self, exc: BaseException) -> Completion:
+        status, message = status_of_error(exc)
+        if status == Status.SERVER_ERROR:
+            log.error("stream %s failed", self.key, exc_info=exc)
+        else:
+            log.warning("stream %s: %s %s (%s)", self.key, int(status), message, exc)
+        return Completion(self.key, self.record.total - self.durable, status, message)
+
+    async def release(self) -> None:
+        if self._released.is_set():
+            return
+        try:
+            with contextlib.suppress(StorageError):
+                await self._writer.close()
+            with contextlib.suppress(StateUnavailable):
+                await self._host.store.release_lease(self.key, self.owner)
+        finally:
+            self._host.session_ended(self)
+            self._released.set()
+
+    @property
+    def hasher(self) -> _Hash | None:
+        """The running sha256 of bytes [0, written), or None when the part has to be hashed
+        from storage (the stream was resumed in another process, or a write failed)."""
+        return self._hasher
+
+    def stop_soon(self, status: Status, message: str) -> None:
+        """Ask the owning transport to end this window (it answers ``status``)."""
+        if self._on_stop is not None and not self._released.is_set():
+            self._on_stop(status, message)
+
+    async def stop(self, status: Status, message: str) -> None:
+        """End this window, and wait until its bytes are settled and the lease is free."""
+        self.stop_soon(status, message)
+        try:
+            await asyncio.wait_for(self._released.wait(), self._settings.takeover_timeout)
+        except TimeoutError:
+            log.warning("stream %s: owner did not let go in time; its lease is revoked", self.key)
+            await self.release()
+
+
+class NoWriter:
+    """The writer of a window of zero bytes on a complete stream."""
+
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def inline(self) -> bool:
+        return False
+
+    def write_now(self, data: bytes | bytearray | memoryview, digest: Digest | None = None) -> None:
+        raise StorageError("the stream is complete")
+
+    async def write(
+        self, data: bytes | bytearray | memoryview, digest: Digest | None = None
+    ) -> None:
+        raise StorageError("the stream is complete")
+
+    async def sync(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
