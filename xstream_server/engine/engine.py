@@ -70,6 +70,8 @@ class StreamEngine:
 
     def receive(self, accepted: Accepted, reading: ReadControl) -> RawWindow:
         """The receiving side of a granted window (``Accepted.window`` > 0)."""
+        if accepted.window < 1:
+            raise ValueError("a window of no bytes has nothing to receive: finish its session")
         return RawWindow(accepted, reading, self._track)
 
     async def create_stream(self, request: StreamRequest, client: str) -> StreamStatus | Refused:

@@ -1,0 +1,225 @@
+"""The stream engine driven with no transport at all, against a real Redis and real files:
+create a stream, append at client-stated offsets (as a tus PATCH does), refuse a wrong
+offset with 409, ask its status, finish, abandon with a status, read its durable bytes, and
+resume after a simulated crash of the process that held it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xstream_server import App, CompletedUpload
+from xstream_server.engine import Accepted, Completion, Refused, StreamEngine, StreamStatus
+from xstream_server.protocol import DataFormat, Status, StreamRequest
+from xstream_server.settings import ServerSettings
+from xstream_server.state import RedisStateStore
+from xstream_server.storage import FileStorage
+
+ROUTE = "/files"
+KiB = 1024
+
+
+class Tap:
+    """A transport's reading tap, as the engine sees it: the reasons it is paused for."""
+
+    def __init__(self) -> None:
+        self.paused: set[str] = set()
+        self.resumed = asyncio.Event()
+
+    def pause_reading(self, reason: str) -> None:
+        self.paused.add(reason)
+        self.resumed.clear()
+
+    def resume_reading(self, reason: str) -> None:
+        self.paused.discard(reason)
+        if not self.paused:
+            self.resumed.set()
+
+
+def make_app(completed: list[CompletedUpload]) -> App:
+    app = App()
+
+    @app.stream(ROUTE, min_buffer=KiB, max_buffer=64 * KiB)
+    async def done(upload: CompletedUpload) -> Any:
+        completed.append(upload)
+        return {"bytes": upload.size}
+
+    return app
+
+
+EngineFactory = Callable[..., StreamEngine]
+
+
+@pytest.fixture
+async def make_engine(redis_url: str, tmp_path: Path) -> AsyncIterator[EngineFactory]:
+    stores: list[RedisStateStore] = []
+
+    def make(app: App, **overrides: Any) -> StreamEngine:
+        settings = ServerSettings(
+            data_dir=tmp_path, redis_url=redis_url, storage_reserve=0, **overrides
+        )
+        store = RedisStateStore(
+            redis_url, timeout=settings.redis_timeout, lease_seconds=settings.lease_seconds
+        )
+        stores.append(store)
+        storage = FileStorage(tmp_path / "streams", fsync=settings.fsync)
+        return StreamEngine(app, store, storage, settings)
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+def request(total: int, key: str | None = None) -> StreamRequest:
+    return StreamRequest(ROUTE, None, DataFormat.BYTES, total, 64 * KiB, key=key)
+
+
+async def append(
+    engine: StreamEngine, key: str, total: int, offset: int, data: bytes, *, end: bool = True
+) -> Completion | Refused:
+    """A tus PATCH: bytes from a stated offset, in pieces; the body ends after ``data``."""
+    opened = await engine.open_stream(request(total, key), "client", offset=offset)
+    if isinstance(opened, Refused):
+        return opened
+    if not opened.window:  # nothing left to send: the stream is complete
+        return await opened.session.finish()
+    window = engine.receive(opened, Tap())
+    for start in range(0, len(data), 10 * KiB):
+        await window.write(data[start : start + 10 * KiB])
+    if window.remaining and end:
+        window.stop(Status.OK, "body ended")
+    completion = await window.result()
+    assert completion is not None
+    return completion
+
+
+async def test_create_append_at_offsets_status_finish_and_read(
+    make_engine: EngineFactory,
+) -> None:
+    completed: list[CompletedUpload] = []
+    engine = make_engine(make_app(completed))
+    data = os.urandom(300 * KiB + 7)
+    created = await engine.create_stream(request(len(data)), "client")
+    assert isinstance(created, StreamStatus)
+    key = created.key
+    assert (created.offset, created.total, created.complete) == (0, len(data), False)
+
+    first = await append(engine, key, len(data), 0, data[: 100 * KiB])
+    assert isinstance(first, Completion)
+    assert (first.status, first.missing) == (Status.OK, len(data) - 100 * KiB)
+    status = await engine.status(key)
+    assert isinstance(status, StreamStatus)
+    assert status.offset == 100 * KiB  # durable: fsynced and recorded
+    assert b"".join([chunk async for chunk in engine.read(key, 10)]) == data[10 : 100 * KiB]
+
+    wrong = await append(engine, key, len(data), 50 * KiB, data[50 * KiB :])
+    assert isinstance(wrong, Refused)
+    assert wrong.status == Status.CONFLICT
+    assert (await engine.status(key)).offset == 100 * KiB  # type: ignore[union-attr]
+
+    last = await append(engine, key, len(data), 100 * KiB, data[100 * KiB :])
+    assert isinstance(last, Completion)
+    assert (last.status, last.missing) == (Status.OK, 0)
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert [upload.key for upload in completed] == [key]
+    assert completed[0].path.read_bytes() == data
+    final = await engine.status(key)
+    assert isinstance(final, StreamStatus)
+    assert (final.complete, final.offset) == (True, len(data))
+    assert b"".join([chunk async for chunk in engine.read(key)]) == data
+    # A complete stream repeats its result; the handler does not run twice.
+    again = await append(engine, key, len(data), len(data), b"")
+    assert isinstance(again, Completion)
+    assert (again.status, again.missing, again.payload) == (Status.OK, 0, last.payload)
+    assert len(completed) == 1
+    assert not engine.sessions  # every lease let go
+
+
+@pytest.mark.parametrize("inline_writes", [True, False], ids=["inline", "pooled"])
+async def test_window_filled_through_its_buffers_then_abandoned_with_a_status(
+    make_engine: EngineFactory, tmp_path: Path, inline_writes: bool
+) -> None:
+    """The zero-copy path a socket uses: bytes read into ``buffer()``, counted with
+    ``received``; a stop (a timeout here) keeps every byte that arrived and answers with the
+    status, counting what is missing from the durable offset."""
+    engine = make_engine(make_app([]), inline_writes=inline_writes)
+    data = os.urandom(200 * KiB)
+    opened = await engine.open_stream(request(len(data)), "client")
+    assert isinstance(opened, Accepted)
+    tap = Tap()
+    window = engine.receive(opened, tap)
+    sent = 0
+    while sent < 150 * KiB + 3:
+        target = window.buffer()
+        n = min(len(target), 7 * KiB + 1, 150 * KiB + 3 - sent)
+        target[:n] = data[sent : sent + n]
+        window.received(n)
+        sent += n
+        if tap.paused:  # storage asked the reader to wait (pooled writes)
+            await tap.resumed.wait()
+    window.stop(Status.TIMEOUT, "no raw bytes for 1 s")
+    completion = await window.result()
+    assert completion is not None
+    assert completion.status == Status.TIMEOUT
+    assert completion.missing == len(data) - sent
+    part = tmp_path / "streams" / "parts" / f"{opened.session.key}.part"
+    assert part.read_bytes() == data[:sent]
+    status = await engine.status(opened.session.key)
+    assert isinstance(status, StreamStatus)
+    assert status.offset == sent
+
+
+async def test_resume_after_a_simulated_crash_continues_from_the_durable_offset(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    """Process A writes past its last checkpoint and dies (its session never settles, its
+    lease is never released). Process B resumes once the lease has run out: the part is cut
+    back to the recorded offset and the stream completes with the sha256 of what was sent."""
+    data = os.urandom(256 * KiB)
+    app = make_app([])
+    a = make_engine(app, lease_seconds=0.3, checkpoint_bytes=1024 * KiB)
+    opened = await a.open_stream(request(len(data)), "client")
+    assert isinstance(opened, Accepted)
+    key = opened.session.key
+    window = a.receive(opened, Tap())
+    await window.write(data[: 64 * KiB])
+    await opened.session.checkpoint()  # durable: 64 KiB
+    await window.write(data[64 * KiB : 100 * KiB])  # written, never checkpointed
+    part = tmp_path / "streams" / "parts" / f"{key}.part"
+    assert part.stat().st_size == 100 * KiB
+    # A "dies" here. B, a new process on the same Redis and files:
+    b = make_engine(app, lease_seconds=0.3)
+    status = await b.status(key)
+    assert isinstance(status, StreamStatus)
+    assert status.offset == 64 * KiB
+    wrong = await append(b, key, len(data), 100 * KiB, data[100 * KiB :])
+    assert isinstance(wrong, Refused)
+    assert wrong.status == Status.CONFLICT  # 100 KiB were never durable
+    done = await append(b, key, len(data), 64 * KiB, data[64 * KiB :])
+    assert isinstance(done, Completion)
+    assert (done.status, done.missing) == (Status.OK, 0)
+    assert done.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    finished = await b.status(key)
+    assert isinstance(finished, StreamStatus)
+    assert finished.complete
+    await opened.session.release()  # A's descriptor; its lease is long gone
+
+
+async def test_unknown_key_and_closed_engine(make_engine: EngineFactory) -> None:
+    engine = make_engine(make_app([]))
+    unknown = await engine.status("no-such-key")
+    assert isinstance(unknown, Refused)
+    assert unknown.status == Status.GONE
+    gone = await engine.open_stream(request(10, "no-such-key"), "client", offset=0)
+    assert isinstance(gone, Refused)
+    assert gone.status == Status.GONE
+    engine.shut_down()
+    refused = await engine.open_stream(request(10), "client")
+    assert isinstance(refused, Refused)
+    assert refused.status == Status.UNAVAILABLE
