@@ -39,7 +39,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -362,33 +362,34 @@ class EmbeddedRedis:
             self._socket_dir = None
 
     # ---- orphans
-    def _serves_directory(self, pid: int) -> bool:
-        """``pid`` is a redis-server whose working directory (its ``dir``) is ours."""
-        names = {"redis-server", Path(find_redis_server()).name[:15]}
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            return False
-        return name in names and cwd == str(self.directory.resolve())
-
-    def _orphans(self) -> Iterator[int]:
+    def _orphans(self) -> list[int]:
+        """Every live redis-server whose working directory (its ``dir``) is ours: the one
+        named by its pid file, and any other (an older version wrote none)."""
         if not Path("/proc").is_dir():
-            return
+            return []
+        names = {"redis-server", Path(find_redis_server()).name[:15]}  # comm: 15 bytes
+        directory = str(self.directory.resolve())
         candidates: set[int] = set()
         with contextlib.suppress(OSError, ValueError):
             candidates.add(int(self.pid_path.read_text().strip()))
         with contextlib.suppress(OSError):
             candidates.update(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
         candidates.discard(os.getpid())
+        found = []
         for pid in sorted(candidates):
-            if self._serves_directory(pid):
-                yield pid
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() not in names:
+                    continue
+                if os.readlink(f"/proc/{pid}/cwd") == directory and _alive(pid):
+                    found.append(pid)
+            except OSError:  # gone, or not ours to look at (nor to signal)
+                continue
+        return found
 
     async def _reclaim_orphans(self, timeout: float = 5.0) -> None:
         """Stop every redis-server serving our directory: we hold its lock, so no live
         server of this version owns it; it was left by a killed run or an older version."""
-        for pid in list(self._orphans()):
+        for pid in self._orphans():
             log.warning(
                 "stopping redis-server pid %d, left serving %s by an earlier run",
                 pid,
@@ -425,7 +426,13 @@ class EmbeddedRedis:
             self.process = await spawning
             raise
         self._started_at = time.monotonic()
-        process = self.process
+        try:
+            await self._wait_ready(self.process)
+        except BaseException:
+            await self._end_child()
+            raise
+
+    async def _wait_ready(self, process: asyncio.subprocess.Process) -> None:
         try:
             async with asyncio.timeout(self.start_timeout):
                 while not await self._answers():
@@ -436,7 +443,6 @@ class EmbeddedRedis:
                         )
                     await asyncio.sleep(0.02)
         except TimeoutError:
-            await self._end_child()
             raise EmbeddedRedisError(
                 f"redis-server did not answer within {self.start_timeout:g} s; "
                 f"its log ends with:\n{self.log_tail()}"
