@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,28 +21,46 @@ import redis
 import uvloop
 
 from xstream_server.app import App
-from xstream_server.embedded_redis import EmbeddedRedis
+from xstream_server.embedded_redis import find_redis_server
 from xstream_server.server import Server
 from xstream_server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class RedisProcess:
-    """A real redis-server child process, restartable on the same port and data."""
+    """A real redis-server child process on a loopback port, restartable on the same port
+    and data: the tests' "external" Redis (the embedded one has no TCP listener)."""
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.embedded = EmbeddedRedis(directory, port=port)
+        self.directory = directory
+        self.port = port or _free_port()
         self.process: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
-        return self.embedded.url
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        """Durable as an external Redis must be (``appendfsync always``), logging to stdout."""
+        return [
+            find_redis_server(),
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
+            *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
+            *("--daemonize", "no", "--logfile", ""),
+        ]
 
     def start(self) -> None:
-        self.embedded.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            self.embedded.command(logfile=""),
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from .app import App
-from .embedded_redis import EmbeddedRedis
+from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
+from .private import private_directory
 from .settings import ServerSettings
 from .state import RedisStateStore, StateUnavailable
 from .storage import FileStorage
@@ -65,7 +66,7 @@ class Server:
         self._executor = ThreadPoolExecutor(self.settings.io_threads, thread_name_prefix="xs-io")
         asyncio.get_running_loop().set_default_executor(self._executor)
         data_dir = self.settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(data_dir)
         if self.settings.redis_url is None:
             self.embedded_redis = EmbeddedRedis(data_dir / "redis")
             await self.embedded_redis.start()
@@ -99,7 +100,7 @@ class Server:
             "xstream listening on %s:%d (redis: %s%s, data: %s, fsync: %s)",
             self.host,
             self.port,
-            self.redis_url,
+            redact_url(self.redis_url),
             ", embedded" if self.embedded_redis else "",
             data_dir,
             "on" if self.settings.fsync else "off",

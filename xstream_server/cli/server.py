@@ -17,6 +17,7 @@ import click
 import uvloop
 from pydantic import ValidationError
 
+from ..embedded_redis import EmbeddedRedisError
 from ..server import Server, load_app
 from ..settings import ServerSettings
 
@@ -60,7 +61,10 @@ def main(app_spec: str | None, **options: Any) -> None:
         app = load_app(settings.app)
     except (ImportError, AttributeError, TypeError) as exc:
         raise click.UsageError(f"cannot load app {settings.app!r}: {exc}") from exc
-    uvloop.run(_serve(Server(app, settings)))
+    try:
+        uvloop.run(_serve(Server(app, settings)))
+    except EmbeddedRedisError as exc:  # e.g. another server runs on the data directory
+        raise click.ClickException(str(exc)) from exc
 
 
 async def _serve(server: Server) -> None:

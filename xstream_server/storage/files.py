@@ -16,6 +16,7 @@ from typing import Final
 import aiofiles
 import aiofiles.os
 
+from ..private import private_directory
 from .base import Digest, PartInfo, StorageError, StorageFull
 
 __all__ = ["FileStorage"]
@@ -156,8 +157,8 @@ class FileStorage:
         self.complete = root / "complete"
         self.fsync = fsync
         self.reserve = reserve
-        for folder in (self.parts, self.complete):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (root, self.parts, self.complete):  # 0700: part names are keys
+            private_directory(folder)
 
     def _part(self, key: str) -> Path:
         return self.parts / f"{key}.part"
