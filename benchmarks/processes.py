@@ -2,20 +2,24 @@
 
 Every process is started on 127.0.0.1 with a free port, logs to a file in the run's work
 directory, and is stopped by its own pid. While the load generator runs, a thread samples
-the server's resident memory so that the peak is known.
+the server's resident memory so that the peak is known. Also the few helpers that every
+entry point (``run``, ``ab``) needs around them: the shared Redis, removing what a
+measurement uploaded, the machine's description.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -23,15 +27,22 @@ from typing import Any, Final
 import psutil
 
 __all__ = [
+    "VENV_BIN",
     "LoadResult",
     "ManagedProcess",
     "RssSampler",
     "free_port",
+    "machine_facts",
+    "removing_new_files",
     "run_loadgen",
     "server_rss",
+    "start_redis",
+    "upload_timeout",
 ]
 
 LOOPBACK: Final = "127.0.0.1"
+GiB: Final = 1024 * 1024 * 1024
+VENV_BIN: Final = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -50,6 +61,7 @@ class ManagedProcess:
     log_path: Path
     ready_marker: str
     env: Mapping[str, str] | None = None
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 60.0) -> None:
@@ -62,6 +74,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=environment,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -99,6 +112,78 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+
+def start_redis(work: Path) -> tuple[ManagedProcess, str]:
+    """A redis-server without persistence on a free port; returns it and its URL."""
+    port = free_port()
+    directory = work / "redis"
+    directory.mkdir()
+    redis = ManagedProcess(
+        "redis-server",
+        [
+            str(VENV_BIN / "redis-server"),
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        work / "redis.log",
+        "Ready to accept connections",
+    )
+    redis.start()
+    return redis, f"redis://{LOOPBACK}:{port}"
+
+
+def files_under(directory: Path) -> set[Path]:
+    return {path for path in directory.rglob("*") if path.is_file()}
+
+
+@contextlib.contextmanager
+def removing_new_files(directory: Path) -> Iterator[None]:
+    """Delete the files a measurement created, so that disk use stays bounded."""
+    before = files_under(directory)
+    try:
+        yield
+    finally:
+        for path in files_under(directory) - before:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        os.sync()
+
+
+def upload_timeout(total_bytes: int) -> float:
+    """The load generator's time limit for uploading ``total_bytes``: at least 20 MB/s."""
+    return 60.0 + total_bytes / (20 * 1e6)
+
+
+def machine_facts() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(psutil.virtual_memory().total / GiB, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit,
+    }
 
 
 def server_rss(pid: int) -> int:

@@ -13,18 +13,14 @@ Writes ``<out>/<date>[-quick].json``, a Markdown report beside it and two PNG pl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
-import os
-import platform
 import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -33,19 +29,23 @@ import psutil
 
 from . import report
 from .processes import (
+    VENV_BIN,
     LoadResult,
     ManagedProcess,
     free_port,
     loadgen_command,
+    machine_facts,
+    removing_new_files,
     run_loadgen,
     server_rss,
+    start_redis,
+    upload_timeout,
 )
 
 __all__ = ["FULL", "QUICK", "Plan", "main"]
 
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
-VENV_BIN: Final = Path(sys.executable).parent
 DURABILITIES: Final = ("no-fsync", "fsync")
 
 
@@ -154,33 +154,6 @@ def server_checkpoint_defaults() -> tuple[int, float]:
     return int(fields["checkpoint_bytes"].default), float(fields["checkpoint_seconds"].default)
 
 
-def start_redis(run: Run) -> ManagedProcess:
-    port = free_port()
-    directory = run.work / "redis"
-    directory.mkdir()
-    redis = ManagedProcess(
-        "redis-server",
-        [
-            str(VENV_BIN / "redis-server"),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        run.work / "redis.log",
-        "Ready to accept connections",
-    )
-    redis.start()
-    run.redis_url = f"redis://127.0.0.1:{port}"
-    return redis
-
-
 def xstream_process(
     run: Run, durability: str, port: int, data_dir: Path, db: int
 ) -> ManagedProcess:
@@ -248,23 +221,6 @@ def start_server(run: Run, kind: str, durability: str, db: int = 0, tag: str = "
 # --------------------------------------------------------------------------- measuring
 
 
-def files_under(directory: Path) -> set[Path]:
-    return {path for path in directory.rglob("*") if path.is_file()}
-
-
-@contextlib.contextmanager
-def removing_new_files(server: Server) -> Iterator[None]:
-    """Delete the files a measurement created, so that disk use stays bounded."""
-    before = files_under(server.data_dir)
-    try:
-        yield
-    finally:
-        for path in files_under(server.data_dir) - before:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        os.sync()
-
-
 def record(
     run: Run, server: Server, scenario: str, repetition: int, result: LoadResult
 ) -> dict[str, Any]:
@@ -291,10 +247,6 @@ def record(
     return entry
 
 
-def upload_timeout(total_bytes: int) -> float:
-    return 60.0 + total_bytes / (20 * 1e6)
-
-
 def measure_upload(
     run: Run,
     server: Server,
@@ -305,7 +257,7 @@ def measure_upload(
     total: int,
 ) -> None:
     args = ["upload", "--size", str(size), "--concurrency", str(concurrency), "--total", str(total)]
-    with removing_new_files(server):
+    with removing_new_files(server.data_dir):
         result = run_loadgen(
             server.process.pid,
             server.port,
@@ -341,7 +293,7 @@ def measure_resume(run: Run, repetition: int) -> None:
     server = run.servers[("xstream", "fsync")]
     plan = run.plan
     args = ["resume", "--count", str(plan.resume_count), "--size", str(plan.resume_size)]
-    with removing_new_files(server):
+    with removing_new_files(server.data_dir):
         result = run_loadgen(server.process.pid, server.port, "xstream", args, 300.0)
     record(run, server, "resume", repetition, result)
 
@@ -435,29 +387,6 @@ def measure_idle(run: Run, repetition: int) -> None:
 # --------------------------------------------------------------------------- entry
 
 
-def machine_facts() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": round(psutil.virtual_memory().total / GiB, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": commit,
-    }
-
-
 def execute(run: Run, with_xstream: bool) -> None:
     kinds = ["baseline", "xstream"] if with_xstream else ["baseline"]
     for kind in kinds:
@@ -510,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     redis: ManagedProcess | None = None
     try:
         if not why_not:
-            redis = start_redis(run)
+            redis, run.redis_url = start_redis(run.work)
         execute(run, with_xstream=not why_not)
     finally:
         for server in run.servers.values():
