@@ -156,3 +156,26 @@ async def test_memory_of_half_sent_packets_goes_back_when_they_close(
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def test_a_client_at_its_stream_limit_can_take_over_its_own_stalled_stream(
+    make_server: ServerFactory,
+) -> None:
+    request = {"route": "/upload-file", "x-stream": f"{MiB}:65536"}
+    async with make_server(max_streams_per_client=2) as server:
+        stalled = [await Wire.connect(server.port) for _ in range(2)]
+        keys = []
+        for wire in stalled:
+            accept = await wire.request(request)
+            assert status(accept) == 0
+            await wire.send_raw(b"x" * 100)
+            keys.append(accept.headers["x-stream-key"])
+        async with await Wire.connect(server.port) as wire:
+            assert status(await wire.request(request)) == 429  # a third stream
+            resume = await wire.request({**request, "x-stream-key": keys[0]})
+            assert status(resume) == 0  # its own stalled stream, taken over
+            assert resume.headers["x-stream-offset"] == "100"
+            superseded = await stalled[0].receive()
+            assert status(superseded) == 409
+        for wire in stalled:
+            await wire.close()
