@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..app import CompletedUpload, RouteError, encode_reply
@@ -34,6 +35,13 @@ def decode_payload(fmt: DataFormat, payload: bytes) -> Any:
     if fmt is DataFormat.TEXT:
         return payload.decode("utf-8")
     return payload
+
+
+def _load(key: str, path: Path, fmt: DataFormat) -> Any:
+    """Read and decode a finished json/text stream (in a worker thread)."""
+    raw = path.read_bytes()
+    log.debug("stream %s: decoding %d bytes of %s", key, len(raw), fmt)
+    return decode_payload(fmt, raw)
 
 
 class Completer:
@@ -90,9 +98,10 @@ class Completer:
             try:
                 content = None
                 if fmt is not DataFormat.BYTES:
-                    raw = await asyncio.to_thread(path.read_bytes)
+                    # Up to max_decoded_size (16 MiB: about a second of CPU for JSON): in
+                    # a thread, or every other connection would stall meanwhile.
                     try:
-                        content = decode_payload(fmt, raw)
+                        content = await asyncio.to_thread(_load, record.key, path, fmt)
                     except (ValueError, RecursionError) as exc:
                         raise RouteError(
                             Status.BAD_REQUEST, f"stream is not valid {fmt}: {exc}"
