@@ -23,6 +23,7 @@ from .protocol import DataFormat, Status
 __all__ = [
     "App",
     "CompletedUpload",
+    "ConfigurationError",
     "HandlerResult",
     "Reply",
     "RequestContext",
@@ -43,6 +44,11 @@ class RouteError(Exception):
         self.status = Status(status)
         self.message = message or self.status.phrase
         super().__init__(self.message)
+
+
+class ConfigurationError(ValueError):
+    """Raised by an app module at import for a bad setting (an environment variable, say):
+    ``xstream-server`` then exits at start with the message, and no traceback."""
 
 
 @dataclass(frozen=True, slots=True)

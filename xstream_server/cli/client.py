@@ -196,7 +196,13 @@ def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
 @click.option("--fresh", is_flag=True, help="ignore a saved key; start a new stream")
 @click.option("--retries", default=8, show_default=True, help="reconnects without progress")
 @click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
-@click.option("--buffer-size", default=1024 * 1024, show_default=True, help="bytes per write")
+@click.option(
+    "--buffer-size",
+    default=1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="bytes per write",
+)
 @click.option("--checksum", is_flag=True, help="announce the sha256 first (reads FILE twice)")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
 @_quiet_option
