@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import random
 import socket
@@ -379,3 +380,19 @@ async def test_a_file_name_is_made_fit_for_a_header(server: Server, tmp_path: Pa
     path.write_bytes(b"content")
     result = await upload(path, server=address(server))
     assert result.payload["name"] == "two?lines .bin"
+
+
+@pytest.mark.parametrize("function", [upload, upload_sync], ids=["upload", "upload_sync"])
+def test_upload_functions_name_every_option_of_upload(function: Callable[..., object]) -> None:
+    """Explicit keyword arguments, not ``**options``: a misspelt option is a type error
+    that mypy and editors see, and the options match ``Upload``'s one for one."""
+
+    theirs = dict(inspect.signature(Upload).parameters)
+    ours = dict(inspect.signature(function).parameters)
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ours.values())
+    assert list(ours) == list(theirs)
+    for name, parameter in ours.items():
+        assert (parameter.kind, parameter.default) == (
+            theirs[name].kind,
+            theirs[name].default,
+        ), name
