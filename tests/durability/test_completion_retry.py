@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ServerFactory, SpawnServer
 from tests.durability.conftest import Connect
 from tests.durability.support import (
@@ -203,5 +205,47 @@ async def test_kill_9_after_the_handler_moved_the_file_never_rewinds_the_offset(
         record = await probe.record(upload.key)
         assert record["state"] == "complete"
         assert record["result_payload"] == f'{{"moved":"{upload.key}","attempt":2}}'
+    finally:
+        await probe.close()
+
+
+@pytest.mark.parametrize("client", ["resumes", "never-returns"])
+async def test_a_stream_finalized_before_a_crash_is_no_orphan_record(
+    make_server: ServerFactory, connect: Connect, redis_url: str, tmp_path: Path, client: str
+) -> None:
+    """A crash after the part became the finished file, before the record said so: the
+    record has no part, but it is no orphan. The sweeper keeps it and a resume completes
+    it; if nobody resumes, the file goes when the stream expires."""
+    data = os.urandom(70_000)
+    probe = StateProbe(redis_url, tmp_path / "data")
+    try:
+        async with asyncio.timeout(30):
+            async with make_server(app=flaky_app(Flaky(failures=0))) as server:
+                link = await connect(server.port)
+                key, code, _ = await upload(link, data)
+                assert code == 0
+            # What the crash leaves: the record active, all bytes recorded, no part.
+            stream = f"xs:{{{key}}}:stream"
+            fields = [f for f in await probe.record(key) if f.startswith("result_")]
+            await probe.redis.hdel(stream, *fields, "sha256", "attempts")
+            await probe.redis.hset(stream, "state", "active")
+            await probe.redis.zadd("xs:expiry", {key: int(time.time() * 1000) + 60_000})
+            assert not probe.part(key).exists()
+            async with make_server(app=flaky_app(Flaky(failures=0)), orphan_grace=0) as server:
+                assert server.engine is not None
+                counts = await server.engine.sweep(now=time.time() + 1)
+                assert counts["orphan_records"] == 0
+                assert (await probe.record(key))["state"] == "active"
+                if client == "never-returns":
+                    counts = await server.engine.sweep(now=time.time() + EXPIRY + 1)
+                    assert counts["expired"] == 1
+                    assert not probe.complete(key).exists()
+                    assert await probe.record(key) == {}
+                    return
+                link = await connect(server.port)
+                code, headers, _ = await resume(link, data, key)
+            assert code == 0, headers
+            assert headers["x-stream-checksum"] == sha256(data)
+            assert probe.complete(key).read_bytes() == data
     finally:
         await probe.close()

@@ -107,8 +107,9 @@ class Maintenance:
             if record is not None and record.updated + record.expiry > now:
                 await self.store.reschedule(key, record.updated + record.expiry)
                 continue  # renewed since it was indexed
-            if record is not None and record.state is not StreamState.ACTIVE:
-                # Finished, but no run of its handler succeeded: nobody owns the file.
+            if record is not None:
+                # Not handled: a finished file here (finalized, perhaps cut short by a
+                # crash before the record said so) has no owner. A part goes too.
                 await self.storage.remove_finished(key)
             await self.storage.discard(key)
             await self.store.delete(key)
@@ -135,6 +136,9 @@ class Maintenance:
                 record.state is StreamState.ACTIVE
                 and now - record.updated >= self.settings.orphan_grace
                 and await self.storage.part_size(key) is None
+                # A part already turned into the finished file by a completion that a
+                # crash cut short is no orphan: a resume completes it.
+                and not await self.storage.is_finished(key)
             ):
                 await self.store.delete(key)
                 counts["orphan_records"] += 1
