@@ -1,5 +1,6 @@
 """A json stream of up to ``max_decoded_size`` is decoded off the event loop (issue 14):
-while a 16 MiB JSON stream is being decoded, other connections are served."""
+while a 16 MiB JSON stream is being decoded, other connections are served; the decoding
+thread is not one of the default pool's, which storage I/O needs meanwhile."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ class Marks(logging.Handler):
         super().__init__(logging.DEBUG)
         self.echoes = echoes
         self.at_decode: int | None = None
+        self.thread = ""
 
     def emit(self, record: logging.LogRecord) -> None:
         if "decoding" in record.getMessage():
             self.at_decode = len(self.echoes)
+            self.thread = record.threadName or ""
 
 
 async def test_echo_is_answered_while_a_16_mib_json_stream_is_decoded(
@@ -89,3 +92,5 @@ async def test_echo_is_answered_while_a_16_mib_json_stream_is_decoded(
     assert marks.at_decode is not None
     # Round trips were completed between the start of the decoding and its end.
     assert at_handler[0] > marks.at_decode, (marks.at_decode, at_handler)
+    # In a thread of its own, not the default pool that storage I/O goes through.
+    assert marks.thread.startswith("xstream-decode"), marks.thread

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,20 @@ def decode_payload(fmt: DataFormat, payload: bytes) -> Any:
     if fmt is DataFormat.TEXT:
         return payload.decode("utf-8")
     return payload
+
+
+_decoding: ThreadPoolExecutor | None = None
+
+
+def _decoder() -> ThreadPoolExecutor:
+    """One thread of its own decodes finished json/text streams, one at a time: decoding
+    holds the GIL, so more threads would not decode faster, only take more turns from the
+    event loop; and the default pool stays free for storage I/O (fsync, rename, hashing).
+    Waiting streams hold no memory: each reads its file when its turn comes."""
+    global _decoding
+    if _decoding is None:
+        _decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xstream-decode")
+    return _decoding
 
 
 def _load(key: str, path: Path, fmt: DataFormat) -> Any:
@@ -101,7 +116,9 @@ class Completer:
                     # Up to max_decoded_size (16 MiB: about a second of CPU for JSON): in
                     # a thread, or every other connection would stall meanwhile.
                     try:
-                        content = await asyncio.to_thread(_load, record.key, path, fmt)
+                        content = await asyncio.get_running_loop().run_in_executor(
+                            _decoder(), _load, record.key, path, fmt
+                        )
                     except (ValueError, RecursionError) as exc:
                         raise RouteError(
                             Status.BAD_REQUEST, f"stream is not valid {fmt}: {exc}"
