@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerFactory
-from xstream_server import App, CompletedUpload, RequestContext, RouteError, Status
+from xstream_server import App, CompletedUpload, RequestContext, RouteError, Status, StreamOffer
 from xstream_server.client.resume_state import FileIdentity, ResumeStore
 from xstream_server.server import Server
 
@@ -305,3 +305,35 @@ async def test_authorization_for_upload_status_and_request(
         anonymous = await cli.run("request", "/whoami", *where)
         assert anonymous.code == 1
         assert "401" in anonymous.stderr
+
+
+async def test_ctrl_c_during_negotiation_ends_the_command_at_once(
+    make_server: ServerFactory, cli: Cli, random_file: RandomFile
+) -> None:
+    """The server has not answered the stream request yet (its accept hook is slow) when the
+    user presses Ctrl-C: the command stops at once, not after a timeout."""
+    path, _ = random_file(10_000)
+    asked = asyncio.Event()
+    release = asyncio.Event()
+    app = App()
+
+    async def slow(offer: StreamOffer) -> None:
+        asked.set()
+        await release.wait()
+
+    @app.stream("/slow", accept=slow)
+    async def done(upload: CompletedUpload) -> None:
+        return None
+
+    async with make_server(app=app) as running:
+        process = await cli.start("upload", str(path), "--route", "/slow", "-s", address(running))
+        async with asyncio.timeout(WAIT):
+            await asked.wait()
+        interrupted = asyncio.get_running_loop().time()
+        process.send_signal(signal.SIGINT)
+        finished = await cli.finish(process)
+        took = asyncio.get_running_loop().time() - interrupted
+        release.set()
+    assert finished.code == 130, finished.stderr
+    assert "SIGINT" in finished.stderr
+    assert took < 5, took  # not the 10 s of a clean close that waits for the reply

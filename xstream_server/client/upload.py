@@ -270,8 +270,17 @@ class Upload:
             return await self._verified(response)
         finally:
             connection = self._connection
+            current = asyncio.current_task()
+            # Cancelled (Ctrl-C), perhaps while a reply is still due: waiting for it to
+            # close cleanly would hold the caller for close()'s whole timeout.
+            cancelled = current is not None and current.cancelling() > 0
             if connection is not None:
-                if connection.is_open and not connection.streaming and not self._aborted:
+                if (
+                    connection.is_open
+                    and not connection.streaming
+                    and not self._aborted
+                    and not cancelled
+                ):
                     await connection.close()
                 else:
                     connection.abort()
