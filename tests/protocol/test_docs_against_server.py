@@ -1,6 +1,7 @@
-"""docs/PROTOCOL.md against a running server: the packets the server sends unasked (§3.7),
-row by row of the document's table (status, message, the window's headers, the connection
-closed after them), and the fields of a ``/stream-status`` answer (§2.4)."""
+"""docs/PROTOCOL.md against a running server: the worked examples of §5, replayed packet by
+packet; the packets the server sends unasked (§3.7), row by row of the document's table
+(status, message, the window's headers, the connection closed after them); and the fields
+of a ``/stream-status`` answer (§2.4)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.durability.support import Link, until
+from xstream_server import App, CompletedUpload, Reply, RequestContext
 from xstream_server.protocol import Packet
 from xstream_server.server import Server
 
@@ -159,3 +161,90 @@ async def test_stream_status_answers_the_documented_fields(make_server: ServerFa
     }
     assert (status["key"], status["offset"], status["total"]) == (key, SENT, TOTAL)
     assert (status["route"], status["state"]) == ("/upload-file", "active")
+
+
+# ---- §5, the worked examples, replayed against a running server -------------------------
+
+_BLOCK = re.compile(r"```\n(.*?)```", re.DOTALL)
+_PREFIX_LINE = re.compile(r"prefix\s+((?:[0-9a-f]{2} ){7}[0-9a-f]{2})\s+H = \d+, P = \d+$")
+_RAW_LINE = re.compile(r"((?:[0-9a-f]{2} )*[0-9a-f]{2})\s+\"[^\"]*\"$")
+
+
+def examples_app() -> App:
+    """The routes §5 uses: /echo answers in kind; /upload takes at most six bytes a
+    window, in pieces as small as the client asks, and its handler answers nothing."""
+    app = App()
+
+    @app.request("/echo")
+    async def echo(request: RequestContext) -> Reply:
+        return Reply(request.payload, request.data_format)
+
+    @app.stream("/upload", max_window=6, min_buffer=1)
+    async def stored(upload: CompletedUpload) -> None:
+        return None
+
+    return app
+
+
+def packet_of(block: str) -> tuple[list[tuple[str, str]], bytes]:
+    """The headers, in order, and the payload of a packet shown as §5 shows them."""
+    first, *rest = block.rstrip("\n").split("\n")
+    assert _PREFIX_LINE.fullmatch(first), first
+    headers: list[tuple[str, str]] = []
+    payload = b""
+    for line in rest:
+        if line.startswith("payload"):
+            payload = line.removeprefix("payload").strip().encode()
+        else:
+            name, _, value = line.removeprefix("headers").strip().partition(": ")
+            headers.append((name, value))
+    return headers, payload
+
+
+def steps(subsection: str) -> list[tuple[str, str]]:
+    """("connect" | "packet" | "raw", block) in the order the text shows them."""
+    found: list[tuple[int, str, str]] = [(0, "connect", "")]
+    found += [(m.start(), "connect", "") for m in re.finditer(r"\*\*Connection [2-9]", subsection)]
+    for match in _BLOCK.finditer(subsection):
+        text = match.group(1)
+        kind = "packet" if text.startswith("prefix") else "raw"
+        found.append((match.start(), kind, text))
+    return [(kind, text) for _, kind, text in sorted(found, key=lambda step: step[0])]
+
+
+def subsections() -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## 5. Worked examples") : text.index("## 6. ")]
+    return section.split("\n### ")[1:]
+
+
+@pytest.mark.parametrize("subsection", subsections(), ids=lambda s: s.split("\n")[0])
+async def test_worked_example_is_what_the_server_sends(
+    make_server: ServerFactory, subsection: str
+) -> None:
+    keys: dict[str, str] = {}  # the document's key → the one the server made
+    links: list[Link] = []
+    async with asyncio.timeout(30), make_server(app=examples_app()) as server:
+        for kind, block in steps(subsection):
+            if kind == "connect":
+                links.append(await Link.connect(server.port))
+                continue
+            link = links[-1]
+            if kind == "raw":
+                match = _RAW_LINE.fullmatch(block.strip())
+                assert match is not None, block
+                await link.send_raw(bytes.fromhex(match.group(1)))
+                continue
+            headers, payload = packet_of(block)
+            if headers[0][0] == "route":  # the client's packet: sent as shown
+                await link.send({name: keys.get(value, value) for name, value in headers}, payload)
+                continue
+            packet = await link.receive(10)
+            sent = list(packet.headers.items())
+            for (name, documented), (_, actual) in zip(headers, sent, strict=False):
+                if name == "x-stream-key":
+                    keys.setdefault(documented, actual)
+            expected = [(name, keys.get(value, value)) for name, value in headers]
+            assert (sent, packet.payload) == (expected, payload)
+    for link in links:
+        link.abort()
