@@ -28,7 +28,7 @@ from tests.durability.support import (
     status,
     until,
 )
-from xstream_server import App, CompletedUpload
+from xstream_server import App, CompletedUpload, RouteError, Status
 
 EXPIRY = 60.0
 
@@ -247,5 +247,38 @@ async def test_a_stream_finalized_before_a_crash_is_no_orphan_record(
             assert code == 0, headers
             assert headers["x-stream-checksum"] == sha256(data)
             assert probe.complete(key).read_bytes() == data
+    finally:
+        await probe.close()
+
+
+async def test_a_handler_refusal_is_final_at_once_and_its_file_is_swept(
+    make_server: ServerFactory, connect: Connect, redis_url: str, tmp_path: Path
+) -> None:
+    """``RouteError`` is the handler's answer, not a failure: not run again, repeated to
+    every resume; the file the app refused is nobody's and goes when the stream expires."""
+    runs: list[int] = []
+    app = App()
+
+    @app.stream("/flaky", expiry=EXPIRY)
+    async def picky(upload: CompletedUpload) -> Any:
+        runs.append(upload.attempt)
+        raise RouteError(Status.FORBIDDEN, "not this file")
+
+    data = os.urandom(30_000)
+    probe = StateProbe(redis_url, tmp_path / "data")
+    try:
+        async with asyncio.timeout(30), make_server(app=app) as server:
+            assert server.engine is not None
+            link = await connect(server.port)
+            key, code, headers = await upload(link, data)
+            assert (code, headers["message"]) == (403, "not this file")
+            code, headers, _ = await resume(link, data, key)
+            assert (code, headers["message"]) == (403, "not this file")
+            assert runs == [1]
+            await server.engine.sweep(now=time.time() + 1)
+            assert probe.complete(key).read_bytes() == data
+            await server.engine.sweep(now=time.time() + EXPIRY + 1)
+            assert not probe.complete(key).exists()
+            assert await probe.record(key) == {}
     finally:
         await probe.close()
