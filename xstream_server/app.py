@@ -172,6 +172,10 @@ class StreamRoute:
     # Runs of the completion handler before its failure (500) is the stream's final result.
     completion_attempts: int = 3
 
+    def __post_init__(self) -> None:
+        if self.completion_attempts < 1:
+            raise ValueError("completion_attempts must be at least 1")
+
     def clamp_buffer(self, requested: int) -> int:
         return max(self.min_buffer, min(self.max_buffer, requested))
 

@@ -29,6 +29,7 @@ from tests.durability.support import (
     until,
 )
 from xstream_server import App, CompletedUpload, RouteError, Status
+from xstream_server.app import StreamRoute
 
 EXPIRY = 60.0
 
@@ -282,3 +283,10 @@ async def test_a_handler_refusal_is_final_at_once_and_its_file_is_swept(
             assert await probe.record(key) == {}
     finally:
         await probe.close()
+
+
+def test_completion_attempts_must_allow_one_run() -> None:
+    with pytest.raises(ValueError, match="completion_attempts"):
+        App().stream("/never", completion_attempts=0)
+    with pytest.raises(ValueError, match="completion_attempts"):
+        StreamRoute("/never", Flaky(0), completion_attempts=0)
