@@ -20,7 +20,7 @@ from xstream_server.protocol import Packet
 from xstream_server.server import Server
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
-TIMEOUT = 0.3  # idle and stall timeouts of the server under test
+TIMEOUT = 1.0  # idle and stall timeouts of the server under test
 TOTAL, SENT = 1000, 10
 
 
