@@ -2,7 +2,8 @@
 
 * ``/echo``: a request route that answers with the JSON payload it received.
 * ``/upload-file``: a byte-stream route. Each window is granted no more than
-  ``XSTREAM_UPLOAD_WINDOW`` bytes (unlimited when unset); the server itself never grants
+  ``XSTREAM_UPLOAD_WINDOW`` bytes (unlimited when unset; anything but a positive number
+  stops ``xstream-server`` at start); the server itself never grants
   more than the free space it has not promised to other windows, less its reserve
   (``XSTREAM_STORAGE_RESERVE``), and refuses with 507 when nothing is left. The finished
   file stays under the data directory, named by its key; the client's ``name`` header is
@@ -17,6 +18,7 @@ from typing import Any
 from xstream_server import (
     App,
     CompletedUpload,
+    ConfigurationError,
     DataFormat,
     Reply,
     RequestContext,
@@ -40,19 +42,31 @@ async def echo(request: RequestContext) -> Reply:
     return Reply(request.payload, DataFormat.JSON)
 
 
-def _positive_env(name: str, default: int | None) -> int | None:
-    value = os.environ.get(name)
+def _window() -> int | None:
+    """``XSTREAM_UPLOAD_WINDOW``: a positive number of bytes; unset or empty for no limit."""
+    value = os.environ.get("XSTREAM_UPLOAD_WINDOW", "").strip()
     if not value:
-        return default
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{name} must be a number of bytes")
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigurationError(
+            f"XSTREAM_UPLOAD_WINDOW must be a positive number of bytes, not {value!r}"
+            " (unset it for no limit)"
+        )
     return number
+
+
+# Checked once at import, so that xstream-server refuses a bad value at start; read again
+# for each stream, so that a test may change it.
+_window()
 
 
 async def _grant(offer: StreamOffer) -> int | None:
     # offer.free_space is what the server can still promise; it has clamped the window to it.
-    return _positive_env("XSTREAM_UPLOAD_WINDOW", None) or None
+    return _window()
 
 
 @app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=MiB)

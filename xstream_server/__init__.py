@@ -7,6 +7,7 @@ with the client in ``xstream_server.client`` (re-exported here) or the ``xstream
 from .app import (
     App,
     CompletedUpload,
+    ConfigurationError,
     Reply,
     RequestContext,
     RouteError,
@@ -20,6 +21,7 @@ from .settings import ServerSettings
 __all__ = [
     "App",
     "CompletedUpload",
+    "ConfigurationError",
     "DataFormat",
     "Reply",
     "RequestContext",

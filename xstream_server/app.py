@@ -23,6 +23,7 @@ from .protocol import DataFormat, Status
 __all__ = [
     "App",
     "CompletedUpload",
+    "ConfigurationError",
     "HandlerResult",
     "Reply",
     "RequestContext",
@@ -43,6 +44,11 @@ class RouteError(Exception):
         self.status = Status(status)
         self.message = message or self.status.phrase
         super().__init__(self.message)
+
+
+class ConfigurationError(ValueError):
+    """Raised by an app module at import for a bad setting (an environment variable, say):
+    ``xstream-server`` then exits at start with the message, and no traceback."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +109,23 @@ class StreamOffer:
 
 @dataclass(frozen=True, slots=True)
 class CompletedUpload:
-    """A finished stream, as the completion handler receives it."""
+    """A finished stream, as the completion handler receives it.
+
+    The handler runs at least once: when it raises (anything but ``RouteError``) the client
+    is answered 503 and the next resume runs it again, up to the route's
+    ``completion_attempts`` runs, after which a 500 is the stream's final result; when the
+    server dies while it runs, the next resume runs it again too. Make it idempotent
+    (``key`` names the stream; ``attempt`` counts the runs).
+
+    ``path`` is the finished file, and the handler may do with it what it likes: read it,
+    move or rename it (on the same file system, ``os.replace`` is atomic), delete it. The
+    server records the stream as finished, with ``size`` and ``sha256``, before the handler
+    runs, so it never needs the file again to answer a client; but a run after a failed or
+    interrupted one gets the same ``path``, which no longer exists if an earlier run moved
+    it away (a json/text stream's ``content`` is then unavailable and that run fails). If
+    no run succeeds, the file left at ``path`` is deleted when the stream expires; after a
+    successful one the server never touches it: it belongs to the app.
+    """
 
     key: str
     route: str
@@ -115,6 +137,7 @@ class CompletedUpload:
     principal: str | None
     # The decoded content of json/text streams (None for bytes streams).
     content: Any = None
+    attempt: int = 1  # 1 on the first run of the handler for this stream, then 2, ...
 
 
 RequestHandler = Callable[[RequestContext], Awaitable[HandlerResult]]
@@ -146,6 +169,12 @@ class StreamRoute:
     expiry: float | None = None  # seconds; None: the server's default
     # json/text streams are decoded for the handler; larger ones are refused with 413.
     max_decoded_size: int = 16 * MiB
+    # Runs of the completion handler before its failure (500) is the stream's final result.
+    completion_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.completion_attempts < 1:
+            raise ValueError("completion_attempts must be at least 1")
 
     def clamp_buffer(self, requested: int) -> int:
         return max(self.min_buffer, min(self.max_buffer, requested))
@@ -189,9 +218,12 @@ class App:
         auth: AuthPolicy | None = None,
         expiry: float | None = None,
         max_decoded_size: int = 16 * MiB,
+        completion_attempts: int = 3,
     ) -> Callable[[_H], _H]:
         if not 1 <= min_buffer <= max_buffer:
             raise ValueError("buffer bounds must satisfy 1 <= min_buffer <= max_buffer")
+        if completion_attempts < 1:
+            raise ValueError("completion_attempts must be at least 1")
 
         def register(handler: _H) -> _H:
             self.add_route(
@@ -206,6 +238,7 @@ class App:
                     auth,
                     expiry,
                     max_decoded_size,
+                    completion_attempts,
                 )
             )
             return handler

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ServerFactory
+from xstream_server import App, CompletedUpload, RequestContext, RouteError, Status, StreamOffer
 from xstream_server.client.resume_state import FileIdentity, ResumeStore
 from xstream_server.server import Server
 
@@ -254,3 +256,84 @@ async def test_an_expired_saved_key_starts_over(
     assert fresh["key"] != stale and fresh["resumed"] is False
     assert (final["key"], final["sha256"], final["resumed_from"]) == (fresh["key"], digest, 0)
     assert store.entries() == []
+
+
+def private_app() -> App:
+    """Routes that want ``authorization: Bearer s3cret`` and know its holder as alice."""
+
+    async def auth(header: str | None) -> str:
+        if header != "Bearer s3cret":
+            raise RouteError(Status.UNAUTHORIZED, "who are you?")
+        return "alice"
+
+    app = App()
+
+    @app.request("/whoami", auth=auth)
+    async def whoami(request: RequestContext) -> str:
+        return f"you are {request.principal}"
+
+    @app.stream("/private", auth=auth)
+    async def private(upload: CompletedUpload) -> dict[str, Any]:
+        return {"owner": upload.principal, "size": upload.size}
+
+    return app
+
+
+async def test_authorization_for_upload_status_and_request(
+    make_server: ServerFactory, cli: Cli, random_file: RandomFile
+) -> None:
+    path, _ = random_file(100_000)
+    async with make_server(app=private_app()) as running:
+        where = ("-s", address(running))
+        refused = await cli.run("upload", str(path), "--route", "/private", *where)
+        assert refused.code == 1
+        assert "401" in refused.stderr
+        done = await cli.run(
+            "--json", "-A", "Bearer s3cret", "upload", str(path), "--route", "/private", *where
+        )
+        assert done.code == 0, done.stderr
+        key = done.events[0]["key"]
+        assert done.events[-1]["payload"] == {"owner": "alice", "size": 100_000}
+        # From the environment, as a script keeps a token out of the process list.
+        cli.env["XSTREAM_AUTHORIZATION"] = "Bearer s3cret"
+        status = await cli.run("--json", "status", key, *where)
+        assert status.code == 0, status.stderr
+        assert (status.events[0]["state"], status.events[0]["offset"]) == ("complete", 100_000)
+        whoami = await cli.run("request", "/whoami", *where)
+        assert (whoami.code, whoami.stdout) == (0, "you are alice\n")
+        del cli.env["XSTREAM_AUTHORIZATION"]
+        anonymous = await cli.run("request", "/whoami", *where)
+        assert anonymous.code == 1
+        assert "401" in anonymous.stderr
+
+
+async def test_ctrl_c_during_negotiation_ends_the_command_at_once(
+    make_server: ServerFactory, cli: Cli, random_file: RandomFile
+) -> None:
+    """The server has not answered the stream request yet (its accept hook is slow) when the
+    user presses Ctrl-C: the command stops at once, not after a timeout."""
+    path, _ = random_file(10_000)
+    asked = asyncio.Event()
+    release = asyncio.Event()
+    app = App()
+
+    async def slow(offer: StreamOffer) -> None:
+        asked.set()
+        await release.wait()
+
+    @app.stream("/slow", accept=slow)
+    async def done(upload: CompletedUpload) -> None:
+        return None
+
+    async with make_server(app=app) as running:
+        process = await cli.start("upload", str(path), "--route", "/slow", "-s", address(running))
+        async with asyncio.timeout(WAIT):
+            await asked.wait()
+        interrupted = asyncio.get_running_loop().time()
+        process.send_signal(signal.SIGINT)
+        finished = await cli.finish(process)
+        took = asyncio.get_running_loop().time() - interrupted
+        release.set()
+    assert finished.code == 130, finished.stderr
+    assert "SIGINT" in finished.stderr
+    assert took < 5, took  # not the 10 s of a clean close that waits for the reply

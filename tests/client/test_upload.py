@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import random
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerFactory
+from xstream_server import App, CompletedUpload
 from xstream_server.client import (
     ConnectionFailedError,
     NotResumableError,
@@ -379,3 +381,50 @@ async def test_a_file_name_is_made_fit_for_a_header(server: Server, tmp_path: Pa
     path.write_bytes(b"content")
     result = await upload(path, server=address(server))
     assert result.payload["name"] == "two?lines .bin"
+
+
+@pytest.mark.parametrize("function", [upload, upload_sync], ids=["upload", "upload_sync"])
+def test_upload_functions_name_every_option_of_upload(function: Callable[..., object]) -> None:
+    """Explicit keyword arguments, not ``**options``: a misspelt option is a type error
+    that mypy and editors see, and the options match ``Upload``'s one for one."""
+
+    theirs = dict(inspect.signature(Upload).parameters)
+    ours = dict(inspect.signature(function).parameters)
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ours.values())
+    assert list(ours) == list(theirs)
+    for name, parameter in ours.items():
+        assert (parameter.kind, parameter.default) == (
+            theirs[name].kind,
+            theirs[name].default,
+        ), name
+
+
+async def test_a_failed_completion_handler_is_run_again_by_the_clients_retry(
+    make_server: ServerFactory,
+) -> None:
+    """The 503 of a completion handler that failed is transient: ``upload()`` resumes by
+    itself, and the handler's second run gives the result."""
+    runs: list[int] = []
+    app = App()
+
+    @app.stream("/flaky")
+    async def flaky(done: CompletedUpload) -> dict[str, int]:
+        runs.append(done.attempt)
+        if len(runs) == 1:
+            raise ConnectionError("the database blinked")
+        return {"attempt": done.attempt}
+
+    retries: list[Exception] = []
+    data = random.randbytes(300_000)
+    async with make_server(app=app) as running:
+        result = await upload(
+            io.BytesIO(data),
+            server=address(running),
+            route="/flaky",
+            retry=RetryPolicy(initial_delay=0.01),
+            on_retry=lambda _n, _delay, exc: retries.append(exc),
+        )
+    assert result.payload == {"attempt": 2}
+    assert runs == [1, 2]
+    assert len(retries) == 1 and "completion handler error" in str(retries[0])
+    assert result.size == len(data)

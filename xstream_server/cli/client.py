@@ -162,11 +162,21 @@ _quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, n
     metavar="HOST:PORT",
     help="server address (env XSTREAM_SERVER)",
 )
+@click.option(
+    "--authorization",
+    "-A",
+    envvar="XSTREAM_AUTHORIZATION",
+    metavar="CREDENTIAL",
+    help="the authorization header of every request, e.g. 'Bearer <token>' (env "
+    "XSTREAM_AUTHORIZATION, which other users cannot see in the process list)",
+)
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar, no notes")
 @click.version_option(package_name="xstream", prog_name="xstream")
 @click.pass_context
-def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
+def main(
+    ctx: click.Context, server: str, authorization: str | None, json_mode: bool, quiet: bool
+) -> None:
     """Client of x-stream upload servers.
 
     Uploads resume by themselves after a dropped connection; an interrupted command, run
@@ -174,7 +184,7 @@ def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
     (the key is kept in $XSTREAM_STATE_DIR, else $XDG_STATE_HOME/xstream, else
     ~/.local/state/xstream).
     """
-    ctx.obj = {"server": server, "json": json_mode, "quiet": quiet}
+    ctx.obj = {"server": server, "json": json_mode, "quiet": quiet, "authorization": authorization}
 
 
 # -- upload --------------------------------------------------------------------------------
@@ -196,7 +206,13 @@ def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
 @click.option("--fresh", is_flag=True, help="ignore a saved key; start a new stream")
 @click.option("--retries", default=8, show_default=True, help="reconnects without progress")
 @click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
-@click.option("--buffer-size", default=1024 * 1024, show_default=True, help="bytes per write")
+@click.option(
+    "--buffer-size",
+    default=1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="bytes per write",
+)
 @click.option("--checksum", is_flag=True, help="announce the sha256 first (reads FILE twice)")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
 @_quiet_option
@@ -227,7 +243,14 @@ def upload(
     if name is not None:
         metadata["name"] = name
     options = _UploadOptions(
-        address, route, metadata, fresh, RetryPolicy(retries, retry_delay), buffer_size, checksum
+        address,
+        route,
+        metadata,
+        fresh,
+        RetryPolicy(retries, retry_delay),
+        buffer_size,
+        checksum,
+        ctx.obj["authorization"],
     )
     _run(lambda: _upload(file, options, out, ResumeStore()))
 
@@ -241,6 +264,7 @@ class _UploadOptions:
     retry: RetryPolicy
     buffer_size: int
     announce_checksum: bool
+    authorization: str | None
 
 
 def _parse_headers(items: tuple[str, ...]) -> dict[str, str | int]:
@@ -305,6 +329,7 @@ async def _upload_once(
         on_key=on_key,
         on_retry=on_retry,
         announce_checksum=options.announce_checksum,
+        authorization=options.authorization,
     )
     if saved is not None:
         _announce_key(saved.key, resumed=True)
@@ -468,13 +493,15 @@ def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, qu
     if server is None and saved is not None:
         server = saved.server
     address = _resolve_server(ctx, server)
-    _run(lambda: _status(key, address, saved, out))
+    _run(lambda: _status(key, address, saved, out, ctx.obj["authorization"]))
 
 
-async def _status(key: str, server: str, saved: SavedUpload | None, out: Output) -> int:
+async def _status(
+    key: str, server: str, saved: SavedUpload | None, out: Output, authorization: str | None
+) -> int:
     try:
         async with connect(server) as conn:
-            reply = await conn.request(STATUS_ROUTE, json={"key": key})
+            reply = await conn.request(STATUS_ROUTE, json={"key": key}, authorization=authorization)
     except XStreamError as exc:
         if exc.status != 404:
             _server_errors(out, exc, key)
@@ -569,7 +596,9 @@ def request(
     elif data_file is not None:
         body["data"] = data_file.read()
     address = _resolve_server(ctx, server)
-    _run(lambda: _request(route, address, body, _parse_headers(headers), request_id, out))
+    metadata = _parse_headers(headers)
+    authorization = ctx.obj["authorization"]
+    _run(lambda: _request(route, address, body, metadata, request_id, authorization, out))
 
 
 async def _request(
@@ -578,11 +607,19 @@ async def _request(
     body: dict[str, Any],
     metadata: dict[str, str | int],
     request_id: str | None,
+    authorization: str | None,
     out: Output,
 ) -> int:
     try:
         async with connect(server) as conn:
-            reply = await conn.request(route, **body, metadata=metadata, id=request_id, check=False)
+            reply = await conn.request(
+                route,
+                **body,
+                metadata=metadata,
+                id=request_id,
+                authorization=authorization,
+                check=False,
+            )
     except (XStreamError, ClientError) as exc:
         _server_errors(out, exc)
     except ValueError as exc:  # a header that cannot be put on the wire

@@ -7,6 +7,7 @@ Every option can also come from an ``XSTREAM_*`` environment variable (``XSTREAM
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -17,6 +18,7 @@ import click
 import uvloop
 from pydantic import ValidationError
 
+from ..app import ConfigurationError
 from ..embedded_redis import EmbeddedRedisError
 from ..server import Server, load_app
 from ..settings import ServerSettings
@@ -30,6 +32,12 @@ __all__ = ["main"]
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where streams live [./data].")
 @click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")
 @click.option("--app", "app_spec", help="module:attribute of the App to serve [handlers:app].")
+@click.option(
+    "--app-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="XSTREAM_APP_DIR",
+    help="Directory to import the app from [the current one].",
+)
 @click.option("--fsync/--no-fsync", default=None, help="fsync at checkpoints [on].")
 @click.option(
     "--inline-writes/--pooled-writes",
@@ -44,7 +52,7 @@ __all__ = ["main"]
 @click.option("--lease-seconds", type=float, help="Lease of a stream's owner [5].")
 @click.option("--sweep-interval", type=float, help="Seconds between sweeps of expired data [60].")
 @click.option("--log-level", help="DEBUG, INFO, WARNING... [INFO].")
-def main(app_spec: str | None, **options: Any) -> None:
+def main(app_spec: str | None, app_dir: Path | None, **options: Any) -> None:
     """Run the xstream resumable upload server."""
     given = {name: value for name, value in options.items() if value is not None}
     if app_spec is not None:
@@ -53,19 +61,36 @@ def main(app_spec: str | None, **options: Any) -> None:
         settings = ServerSettings(**given)
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
+    if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
+        raise click.BadParameter(
+            f"{settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+            param_hint="--log-level",
+        )
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # As uvicorn's --app-dir: `--app mymodule:app` finds mymodule.py where the server starts.
+    sys.path.insert(0, str((app_dir or Path.cwd()).resolve()))
     try:
         app = load_app(settings.app)
     except (ImportError, AttributeError, TypeError) as exc:
         raise click.UsageError(f"cannot load app {settings.app!r}: {exc}") from exc
+    except ConfigurationError as exc:
+        raise click.ClickException(f"app {settings.app!r}: {exc}") from exc
     try:
         uvloop.run(_serve(Server(app, settings)))
     except EmbeddedRedisError as exc:  # e.g. another server runs on the data directory
         raise click.ClickException(str(exc)) from exc
+    except _Unlistenable as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.__cause__}"
+        ) from exc
+
+
+class _Unlistenable(Exception):
+    """The server could not bind its address (in use, not this machine's)."""
 
 
 async def _serve(server: Server) -> None:
@@ -75,8 +100,10 @@ async def _serve(server: Server) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await server.start()
-    except Exception:
+    except Exception as exc:
         await server.close()
+        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise _Unlistenable() from exc
         raise
     await stopping.wait()
     await server.close()

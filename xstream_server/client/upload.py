@@ -270,8 +270,17 @@ class Upload:
             return await self._verified(response)
         finally:
             connection = self._connection
+            current = asyncio.current_task()
+            # Cancelled (Ctrl-C), perhaps while a reply is still due: waiting for it to
+            # close cleanly would hold the caller for close()'s whole timeout.
+            cancelled = current is not None and current.cancelling() > 0
             if connection is not None:
-                if connection.is_open and not connection.streaming and not self._aborted:
+                if (
+                    connection.is_open
+                    and not connection.streaming
+                    and not self._aborted
+                    and not cancelled
+                ):
                     await connection.close()
                 else:
                     connection.abort()
@@ -394,15 +403,92 @@ class Upload:
         )
 
 
-async def upload(source: UploadSource, **options: Any) -> UploadResult:
+async def upload(
+    source: UploadSource,
+    *,
+    server: str = DEFAULT_SERVER,
+    route: str = DEFAULT_ROUTE,
+    total: int | None = None,
+    key: str | None = None,
+    name: str | None = None,
+    metadata: Mapping[str, str | int] | None = None,
+    authorization: str | None = None,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    retry: RetryPolicy | None = None,
+    connect_timeout: float = 10.0,
+    reply_timeout: float = 300.0,
+    stall_timeout: float = 60.0,
+    on_progress: ProgressCallback | None = None,
+    on_key: KeyCallback | None = None,
+    on_retry: RetryCallback | None = None,
+    announce_checksum: bool = False,
+    replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+) -> UploadResult:
     """Upload ``source`` to the end; the options are those of ``Upload``."""
-    return await Upload(source, **options).run()
+    return await Upload(
+        source,
+        server=server,
+        route=route,
+        total=total,
+        key=key,
+        name=name,
+        metadata=metadata,
+        authorization=authorization,
+        buffer_size=buffer_size,
+        retry=retry,
+        connect_timeout=connect_timeout,
+        reply_timeout=reply_timeout,
+        stall_timeout=stall_timeout,
+        on_progress=on_progress,
+        on_key=on_key,
+        on_retry=on_retry,
+        announce_checksum=announce_checksum,
+        replay_buffer=replay_buffer,
+    ).run()
 
 
-def upload_sync(source: UploadSource, **options: Any) -> UploadResult:
-    """For scripts: ``upload_sync("big.iso", server="host:7070")`` runs its own event loop."""
-
-    async def main() -> UploadResult:
-        return await upload(source, **options)
-
-    return asyncio.run(main())
+def upload_sync(
+    source: UploadSource,
+    *,
+    server: str = DEFAULT_SERVER,
+    route: str = DEFAULT_ROUTE,
+    total: int | None = None,
+    key: str | None = None,
+    name: str | None = None,
+    metadata: Mapping[str, str | int] | None = None,
+    authorization: str | None = None,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    retry: RetryPolicy | None = None,
+    connect_timeout: float = 10.0,
+    reply_timeout: float = 300.0,
+    stall_timeout: float = 60.0,
+    on_progress: ProgressCallback | None = None,
+    on_key: KeyCallback | None = None,
+    on_retry: RetryCallback | None = None,
+    announce_checksum: bool = False,
+    replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+) -> UploadResult:
+    """For scripts: ``upload_sync("big.iso", server="host:7070")`` runs its own event loop;
+    the options are those of ``Upload``."""
+    return asyncio.run(
+        upload(
+            source,
+            server=server,
+            route=route,
+            total=total,
+            key=key,
+            name=name,
+            metadata=metadata,
+            authorization=authorization,
+            buffer_size=buffer_size,
+            retry=retry,
+            connect_timeout=connect_timeout,
+            reply_timeout=reply_timeout,
+            stall_timeout=stall_timeout,
+            on_progress=on_progress,
+            on_key=on_key,
+            on_retry=on_retry,
+            announce_checksum=announce_checksum,
+            replay_buffer=replay_buffer,
+        )
+    )

@@ -1,8 +1,10 @@
 """Completing a stream: every byte is durable; verify the announced sha256, finalize the
 part into the finished object, run the route's completion handler, record the result.
 
-The handler runs after the file is in place and before the result is recorded: if the
-server dies in between, it runs again on the next resume (at least once, never zero times).
+The stream is recorded as finalized (offset = total, with its sha256) before the handler
+runs, and its result after: if the handler fails, or the server dies in between, the next
+resume runs it again (at least once, never zero times, up to the route's
+``completion_attempts``), without needing the file the handler may have moved.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ..app import CompletedUpload, RouteError, encode_reply
 from ..protocol import DataFormat, Status
-from ..state import StateStore, StoredResult
+from ..state import StateStore, StoredResult, StreamState
 from ..storage import Storage
 from .outcomes import Completion, completion_of
 from .session import StreamSession
@@ -34,6 +38,27 @@ def decode_payload(fmt: DataFormat, payload: bytes) -> Any:
     return payload
 
 
+_decoding: ThreadPoolExecutor | None = None
+
+
+def _decoder() -> ThreadPoolExecutor:
+    """One thread of its own decodes finished json/text streams, one at a time: decoding
+    holds the GIL, so more threads would not decode faster, only take more turns from the
+    event loop; and the default pool stays free for storage I/O (fsync, rename, hashing).
+    Waiting streams hold no memory: each reads its file when its turn comes."""
+    global _decoding
+    if _decoding is None:
+        _decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xstream-decode")
+    return _decoding
+
+
+def _load(key: str, path: Path, fmt: DataFormat) -> Any:
+    """Read and decode a finished json/text stream (in a worker thread)."""
+    raw = path.read_bytes()
+    log.debug("stream %s: decoding %d bytes of %s", key, len(raw), fmt)
+    return decode_payload(fmt, raw)
+
+
 class Completer:
     def __init__(self, store: StateStore, storage: Storage) -> None:
         self.store = store
@@ -42,61 +67,105 @@ class Completer:
     async def complete(self, session: StreamSession) -> Completion:
         """All bytes are durable: verify, finalize, run the route's handler, record the result."""
         record, route = session.record, session.route
-        hasher = session.hasher
-        sha256 = (
-            hasher.hexdigest() if hasher else await self.storage.hash_part(record.key, record.total)
-        )
-        if record.checksum is not None and record.checksum != sha256:
-            await self.storage.discard(record.key)
-            await self.store.delete(record.key)
-            log.warning("stream %s: checksum mismatch, discarded", record.key)
-            return Completion(
-                record.key,
-                record.total,
-                Status.CHECKSUM_MISMATCH,
-                f"sha256 of the stored bytes is {sha256}, not the announced one",
+        if record.state is StreamState.FINALIZED and record.sha256 is not None:
+            # Finalized before: the handler failed, or the server died while it ran. The
+            # file may be gone (the handler may have moved it): the record is what counts.
+            sha256 = record.sha256
+            path = self.storage.finished_path(record.key)
+        else:
+            hasher = session.hasher
+            sha256 = (
+                hasher.hexdigest()
+                if hasher
+                else await self.storage.hash_part(record.key, record.total)
             )
-        path = await self.storage.finalize(record.key)
+            if record.checksum is not None and record.checksum != sha256:
+                await self.storage.discard(record.key)
+                await self.store.delete(record.key)
+                log.warning("stream %s: checksum mismatch, discarded", record.key)
+                return Completion(
+                    record.key,
+                    record.total,
+                    Status.CHECKSUM_MISMATCH,
+                    f"sha256 of the stored bytes is {sha256}, not the announced one",
+                )
+            path = await self.storage.finalize(record.key)
+            # Recorded before the handler runs: whatever it does with the file, a resume
+            # reports every byte as stored and runs the handler again if need be.
+            await self.store.finalize(record.key, session.owner, sha256)
+        attempt = await self.store.begin_attempt(record.key, session.owner)
         fmt = DataFormat(record.data_format)
         status, message = Status.OK, None
         payload: bytes = b""
         reply_format: DataFormat | None = None
         extra: Mapping[str, str | int] = {}
-        try:
-            content = None
-            if fmt is not DataFormat.BYTES:
-                raw = await asyncio.to_thread(path.read_bytes)
-                try:
-                    content = decode_payload(fmt, raw)
-                except (ValueError, RecursionError) as exc:
-                    raise RouteError(
-                        Status.BAD_REQUEST, f"stream is not valid {fmt}: {exc}"
-                    ) from exc
-            upload = CompletedUpload(
+        failed = False
+        if attempt > route.completion_attempts:
+            # The earlier runs all ended with the server (a crash inside the handler).
+            log.error(
+                "stream %s: completion handler of %s did not finish in %d runs",
                 record.key,
-                record.route,
-                record.total,
-                path,
-                record.metadata,
-                sha256,
-                fmt,
-                record.principal,
-                content,
+                route.path,
+                route.completion_attempts,
             )
-            payload, reply_format, extra = encode_reply(await route.on_complete(upload))
-        except RouteError as exc:
-            status, message = exc.status, exc.message
-        except Exception:
-            log.exception("completion handler of %s failed for %s", route.path, record.key)
-            status, message = Status.SERVER_ERROR, "completion handler error"
+            status, message, failed = Status.SERVER_ERROR, "completion handler error", True
+        else:
+            try:
+                content = None
+                if fmt is not DataFormat.BYTES:
+                    # Up to max_decoded_size (16 MiB: about a second of CPU for JSON): in
+                    # a thread, or every other connection would stall meanwhile.
+                    try:
+                        content = await asyncio.get_running_loop().run_in_executor(
+                            _decoder(), _load, record.key, path, fmt
+                        )
+                    except (ValueError, RecursionError) as exc:
+                        raise RouteError(
+                            Status.BAD_REQUEST, f"stream is not valid {fmt}: {exc}"
+                        ) from exc
+                upload = CompletedUpload(
+                    record.key,
+                    record.route,
+                    record.total,
+                    path,
+                    record.metadata,
+                    sha256,
+                    fmt,
+                    record.principal,
+                    content,
+                    attempt,
+                )
+                payload, reply_format, extra = encode_reply(await route.on_complete(upload))
+            except RouteError as exc:
+                status, message = exc.status, exc.message
+            except Exception:
+                log.exception(
+                    "completion handler of %s failed for %s (run %d of %d)",
+                    route.path,
+                    record.key,
+                    attempt,
+                    route.completion_attempts,
+                )
+                status, message, failed = Status.SERVER_ERROR, "completion handler error", True
         headers: dict[str, str | int] = dict(extra)
         if fmt is DataFormat.BYTES:
             headers["x-stream-checksum"] = f"sha256:{sha256}"
+        if failed and attempt < route.completion_attempts:
+            # Not final: the stream stays finalized and the next resume runs the handler
+            # again. 503 is transient: a client retries it by itself.
+            return Completion(
+                record.key,
+                0,
+                Status.UNAVAILABLE,
+                f"completion handler error (run {attempt} of {route.completion_attempts}); "
+                "resume the stream to run it again",
+                headers=headers,
+            )
         if message is not None:
             headers["message"] = message
         result = StoredResult(
             int(status), headers, payload, (reply_format or DataFormat.BYTES).value
         )
-        await self.store.complete(record.key, session.owner, result)
+        await self.store.complete(record.key, session.owner, result, succeeded=status is Status.OK)
         log.info("stream %s complete: %d bytes, status %d", record.key, record.total, int(status))
         return completion_of(record.key, result)

@@ -10,7 +10,7 @@ import time
 
 from ..protocol import Status
 from ..settings import ServerSettings
-from ..state import StateStore, StateUnavailable, StreamState
+from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
 from ..storage import Storage
 from .registry import LiveStreams
 
@@ -90,19 +90,27 @@ class Maintenance:
                     session.stop_soon(Status.CONFLICT, "stream taken over by a newer request")
 
     async def sweep(self, now: float | None = None) -> dict[str, int]:
-        """Delete expired streams, part files without a record, records without a part."""
+        """Delete expired streams, part files without a record, records without a part.
+
+        A complete stream whose handler succeeded leaves the expiry index, its file kept
+        (the app's). One whose handler never succeeded (finalized, or complete with a
+        failure) stays in the index until it expires, then its finished file is deleted."""
         now = time.time() if now is None else now
         counts = {"expired": 0, "orphan_parts": 0, "orphan_records": 0}
         for key in await self.store.expired(now):
             if key in self.live.sessions:
                 continue
             record = await self.store.get(key)
-            if record is not None and record.state is StreamState.COMPLETE:
+            if record is not None and _handled(record):
                 await self.store.forget(key)  # its record expires by itself; files stay
                 continue
             if record is not None and record.updated + record.expiry > now:
                 await self.store.reschedule(key, record.updated + record.expiry)
                 continue  # renewed since it was indexed
+            if record is not None:
+                # Not handled: a finished file here (finalized, perhaps cut short by a
+                # crash before the record said so) has no owner. A part goes too.
+                await self.storage.remove_finished(key)
             await self.storage.discard(key)
             await self.store.delete(key)
             self.live.forget(key)
@@ -122,15 +130,27 @@ class Maintenance:
                 await self.storage.discard(key)
                 await self.store.forget(key)
                 counts["expired"] += 1
-            elif record.state is StreamState.COMPLETE:
+            elif _handled(record):
                 await self.store.forget(key)
             elif (
                 record.state is StreamState.ACTIVE
                 and now - record.updated >= self.settings.orphan_grace
                 and await self.storage.part_size(key) is None
+                # A part already turned into the finished file by a completion that a
+                # crash cut short is no orphan: a resume completes it.
+                and not await self.storage.is_finished(key)
             ):
                 await self.store.delete(key)
                 counts["orphan_records"] += 1
         if any(counts.values()):
             log.info("sweeper: %s", counts)
         return counts
+
+
+def _handled(record: StreamRecord) -> bool:
+    """Complete with a successful result: its finished file belongs to the app."""
+    return (
+        record.state is StreamState.COMPLETE
+        and record.result is not None
+        and record.result.status == Status.OK
+    )

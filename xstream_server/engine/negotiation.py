@@ -222,7 +222,8 @@ class Negotiator:
             # Reread under the lease: the previous owner may have checkpointed after we looked.
             record = await self.store.get(record.key) or record
         buffer_size = route.clamp_buffer(request.buffer_size)
-        if record.state is StreamState.COMPLETE:
+        if record.state is not StreamState.ACTIVE:
+            # Complete (the result is repeated), or finalized (the handler runs again).
             session = self._session(record, route, NoWriter(record.total), owner, 0, client, None)
             return Accepted(session, record.total, 0, buffer_size)
         writer: PartWriter

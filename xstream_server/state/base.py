@@ -31,6 +31,9 @@ class LeaseLost(Exception):
 
 class StreamState(StrEnum):
     ACTIVE = "active"
+    # Every byte durable, the sha256 recorded and the part turned into the finished file;
+    # the completion handler has not succeeded yet (it runs again on the next resume).
+    FINALIZED = "finalized"
     COMPLETE = "complete"
 
 
@@ -61,6 +64,8 @@ class StreamRecord:
     principal: str | None = None
     checksum: str | None = None  # sha256 hex announced by the client
     result: StoredResult | None = None
+    sha256: str | None = None  # of the whole stream, recorded when it is finalized
+    attempts: int = 0  # runs of the completion handler begun so far
 
 
 class StateStore(Protocol):
@@ -78,7 +83,21 @@ class StateStore(Protocol):
         the stream's lease; renews the lease and the record's expiry otherwise."""
         ...
 
-    async def complete(self, key: str, owner: str, result: StoredResult) -> None: ...
+    async def finalize(self, key: str, owner: str, sha256: str) -> None:
+        """Record that every byte is durable and finished (offset = total), with the
+        stream's sha256: from here a resume never needs the file to report the offset."""
+        ...
+
+    async def begin_attempt(self, key: str, owner: str) -> int:
+        """Count one more run of the completion handler; return how many have begun."""
+        ...
+
+    async def complete(
+        self, key: str, owner: str, result: StoredResult, *, succeeded: bool = True
+    ) -> None:
+        """Record the final result. A stream whose handler did not succeed keeps its record
+        past its expiry (twice as long), so that the sweeper meets it and deletes its file."""
+        ...
 
     async def delete(self, key: str) -> None: ...
 

@@ -4,9 +4,12 @@ Key schema (``{K}`` is the stream key; the braces are Redis Cluster hash tags, s
 keys live in one slot and the Lua scripts below stay cluster-safe):
 
 ``xs:{K}:stream``  hash, the stream record: ``route total offset buffer format state created
-                   updated expiry metadata principal checksum`` and, once complete,
+                   updated expiry metadata principal checksum``; once finalized, ``sha256``
+                   and ``attempts`` (completion handler runs begun); once complete,
                    ``result_status result_headers result_payload result_format``.
-                   TTL: the stream's expiry, renewed at every checkpoint.
+                   TTL: the stream's expiry, renewed at every checkpoint; twice that for
+                   a finalized stream, or one whose handler never succeeded, so that the
+                   sweeper meets it before it vanishes and deletes its finished file.
 ``xs:{K}:lease``   string, the owner (``<instance>:<connection>``) streaming K now; short TTL,
                    renewed by the owner; a checkpoint by anyone else fails.
 ``xs:expiry``      sorted set, streams scored by the earliest time they can expire (epoch
@@ -54,16 +57,37 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return tonumber(expiry)
 """
 
-# KEYS: stream, lease. ARGV: owner, now_ms, then the result's fields.
+# KEYS: stream, lease. ARGV: owner, now_ms, TTL factor, then the result's fields.
 _COMPLETE: Final = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local expiry = redis.call('HGET', KEYS[1], 'expiry')
 if not expiry then return -2 end
 redis.call('HSET', KEYS[1], 'state', 'complete', 'offset', redis.call('HGET', KEYS[1], 'total'),
-  'updated', ARGV[2], 'result_status', ARGV[3], 'result_headers', ARGV[4],
-  'result_payload', ARGV[5], 'result_format', ARGV[6])
-redis.call('PEXPIRE', KEYS[1], expiry)
+  'updated', ARGV[2], 'result_status', ARGV[4], 'result_headers', ARGV[5],
+  'result_payload', ARGV[6], 'result_format', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], tonumber(expiry) * tonumber(ARGV[3]))
 return tonumber(expiry)
+"""
+
+# KEYS: stream, lease. ARGV: owner, now_ms, sha256.
+_FINALIZE: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local expiry = redis.call('HGET', KEYS[1], 'expiry')
+if not expiry then return -2 end
+redis.call('HSET', KEYS[1], 'state', 'finalized', 'offset', redis.call('HGET', KEYS[1], 'total'),
+  'updated', ARGV[2], 'sha256', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(expiry) * 2)
+return tonumber(expiry)
+"""
+
+# KEYS: stream, lease. ARGV: owner, now_ms. Returns the attempts begun, or -1/-2.
+_ATTEMPT: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local expiry = redis.call('HGET', KEYS[1], 'expiry')
+if not expiry then return -2 end
+redis.call('HSET', KEYS[1], 'updated', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(expiry) * 2)
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
 _RENEW: Final = """
@@ -164,6 +188,8 @@ class RedisStateStore:
         )
         self._checkpoint = self._redis.register_script(_CHECKPOINT)
         self._complete = self._redis.register_script(_COMPLETE)
+        self._finalize = self._redis.register_script(_FINALIZE)
+        self._attempt = self._redis.register_script(_ATTEMPT)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
 
@@ -228,6 +254,8 @@ class RedisStateStore:
             principal=_text(raw.get(b"principal")),
             checksum=_text(raw.get(b"checksum")),
             result=result,
+            sha256=_text(raw.get(b"sha256")),
+            attempts=int(raw.get(b"attempts", 0)),
         )
 
     @_unavailable_on_redis_error
@@ -240,12 +268,33 @@ class RedisStateStore:
         _check_owner(key, expiry_ms)
 
     @_unavailable_on_redis_error
-    async def complete(self, key: str, owner: str, result: StoredResult) -> None:
+    async def finalize(self, key: str, owner: str, sha256: str) -> None:
+        answer = await self._finalize(
+            keys=[_stream_key(key), _lease_key(key)],
+            args=[owner, int(time.time() * 1000), sha256],
+        )
+        _check_owner(key, answer)
+
+    @_unavailable_on_redis_error
+    async def begin_attempt(self, key: str, owner: str) -> int:
+        answer = int(
+            await self._attempt(
+                keys=[_stream_key(key), _lease_key(key)], args=[owner, int(time.time() * 1000)]
+            )
+        )
+        _check_owner(key, answer)
+        return answer
+
+    @_unavailable_on_redis_error
+    async def complete(
+        self, key: str, owner: str, result: StoredResult, *, succeeded: bool = True
+    ) -> None:
         answer = await self._complete(
             keys=[_stream_key(key), _lease_key(key)],
             args=[
                 owner,
                 int(time.time() * 1000),
+                1 if succeeded else 2,
                 result.status,
                 json.dumps(dict(result.headers)),
                 result.payload,

@@ -99,6 +99,11 @@ class Storage(Protocol):
         """Delete the part of ``key``; a finished object belongs to the app and stays."""
         ...
 
+    async def remove_finished(self, key: str) -> None:
+        """Delete the finished object of ``key`` (a stream whose handler never succeeded);
+        nothing happens when it is gone already."""
+        ...
+
     async def list_parts(self) -> list[PartInfo]: ...
 
     def free_space(self) -> int:

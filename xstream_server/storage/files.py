@@ -208,6 +208,10 @@ class FileStorage:
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(self._part(key))
 
+    async def remove_finished(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self.finished_path(key))
+
     async def list_parts(self) -> list[PartInfo]:
         infos = []
         for entry in await aiofiles.os.scandir(self.parts):
