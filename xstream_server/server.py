@@ -25,6 +25,7 @@ from .settings import ServerSettings
 from .state import RedisStateStore, StateUnavailable
 from .storage import FileStorage
 from .transport import TcpTransportServer
+from .transport.limits import SharedLimits
 
 __all__ = ["Server", "load_app"]
 
@@ -69,6 +70,10 @@ class Server:
         self._background: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
         self.engine: StreamEngine | None = None
+        # Connections per address and the input budget count over every transport.
+        self.shared_limits = SharedLimits(
+            settings.max_connections_per_address, settings.input_budget
+        )
         self.transport: TcpTransportServer | None = None
         self.store: RedisStateStore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -100,7 +105,7 @@ class Server:
             await self.engine.maintenance.reconcile()
         except StateUnavailable as exc:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
-        self.transport = TcpTransportServer(self.engine, self.settings)
+        self.transport = TcpTransportServer(self.engine, self.settings, self.shared_limits)
         self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
         loop = asyncio.get_running_loop()
         maintenance = self.engine.maintenance

@@ -67,6 +67,11 @@ class ServerSettings(BaseSettings):
 
     # Streams open at once from one client (its principal, else its address): 429 beyond.
     max_streams_per_client: int = Field(default=1024, ge=1)
+    # Connections open at once from one address, over every transport: refused beyond.
+    max_connections_per_address: int = Field(default=10_000, ge=1)
+    # Unparsed packet input all connections may hold together (each holds at most one
+    # packet); a connection that would pass it is answered 503 and closed.
+    input_budget: int = Field(default=256 * MiB, ge=MiB)
 
     # Threads for file I/O, hashing and fsync (blocking calls leave the event loop here).
     io_threads: int = Field(default=16, ge=2)

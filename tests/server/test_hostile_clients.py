@@ -179,3 +179,53 @@ async def test_a_client_at_its_stream_limit_can_take_over_its_own_stalled_stream
             assert status(superseded) == 409
         for wire in stalled:
             await wire.close()
+
+
+async def test_connections_per_address_are_limited(make_server: ServerFactory) -> None:
+    async with make_server(max_connections_per_address=3) as server:
+        held = [await Wire.connect(server.port) for _ in range(3)]
+        for wire in held:  # all three are served
+            assert status(await wire.request({"route": "/echo", "data-format": "json"}, b"1")) == 0
+        async with await Wire.connect(server.port) as fourth:
+            refused = await fourth.receive()
+            assert status(refused) == 429
+            assert await fourth.closed_by_server()
+        await held[0].close()
+        await until(
+            lambda: len(server.transport.hub.connections) == 2 if server.transport else False
+        )
+        async with await Wire.connect(server.port) as again:  # a place is free again
+            assert status(await again.request({"route": "/echo", "data-format": "json"}, b"1")) == 0
+        for wire in held[1:]:
+            await wire.close()
+
+
+async def test_input_beyond_the_budget_is_refused_503_and_the_rest_is_served(
+    make_server: ServerFactory,
+) -> None:
+    """Each client sends most of a 1 MiB packet; together they would hold more than the
+    2 MiB budget: the one that passes it is answered 503 and closed, the others finish
+    their packets and are answered."""
+    header = b"route: /echo\r\ndata-format: json\r\n"
+    body = b"[" + b"0," * (MiB // 2 - 1) + b"0]"
+    async with make_server(input_budget=2 * MiB, max_payload=2 * MiB) as server:
+        first, second, third = [await Wire.connect(server.port) for _ in range(3)]
+        for wire in (first, second):
+            await wire.send_raw(PREFIX.pack(len(header), len(body)) + header + body[: 900 * 1024])
+        await until(
+            lambda: (
+                server.transport is not None
+                and server.transport.hub.shared.input_bytes > 1700 * 1024
+            )
+        )
+        await third.send_raw(PREFIX.pack(len(header), len(body)) + header + body[: 900 * 1024])
+        refused = await third.receive()
+        assert status(refused) == 503
+        for wire in (first, second):
+            await wire.send_raw(body[900 * 1024 :])
+            assert status(await wire.receive()) == 0
+        for wire in (first, second, third):
+            await wire.close()
+        await until(
+            lambda: server.transport is not None and server.transport.hub.shared.input_bytes == 0
+        )

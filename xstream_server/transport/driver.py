@@ -40,6 +40,7 @@ from ..protocol import (
     StreamRequest,
 )
 from .flow import INPUT, YIELD, FlowControl
+from .limits import SharedLimits
 
 if TYPE_CHECKING:
     from ..settings import ServerSettings
@@ -81,9 +82,14 @@ class ConnectionHub:
     """What the connections of one listener share: the engine, limits, the scratch buffer,
     the read budget, and the list of open connections for shutdown."""
 
-    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+    def __init__(
+        self, engine: Engine, settings: ServerSettings, shared: SharedLimits | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.shared = shared or SharedLimits(
+            settings.max_connections_per_address, settings.input_budget
+        )
         self.limits = Limits(settings.max_header_block, settings.max_headers, settings.max_payload)
         self.payload_limit = engine.payload_limit()
         # Reading pauses while more input waits to be parsed than the largest packet a
@@ -146,7 +152,12 @@ class ConnectionDriver:
         self._closing = False
         self._draining = False
         self._window: RawWindow | None = None
+        self._input_counted = 0  # this connection's share of the input budget
+        self._admitted = hub.shared.admit(client)
         hub.connections.add(self)
+        if not self._admitted:
+            log.warning("%s: too many connections from this address; refused", client)
+            self._abort(Status.TOO_MANY_STREAMS, "too many connections from this address")
         self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
 
     # ---- input from the transport --------------------------------------------------------
@@ -180,6 +191,11 @@ class ConnectionDriver:
         self.conn.receive_data(self.hub.scratch[:nbytes])
         if self._packet_started is None:
             self._packet_started = self._last_activity
+        shared = self.hub.shared
+        if self._count_input() and shared.input_bytes > shared.input_budget:
+            log.warning("%s: the input budget is spent; closing", self.client)
+            self._abort(Status.UNAVAILABLE, "server busy: too much input waiting, try again")
+            return
         if self.conn.pending_input > self.hub.max_pending_input:
             self.flow.pause_reading(INPUT)  # the pump resumes reading once it has caught up
         self._wake()
@@ -205,9 +221,20 @@ class ConnectionDriver:
             window.stop(Status.BAD_REQUEST, "the client closed its side within a raw window")
         self._wake()
 
+    def _count_input(self) -> int:
+        """Bring this connection's share of the input budget up to date; returns it."""
+        pending = 0 if self._closing else self.conn.pending_input
+        self.hub.shared.input_bytes += pending - self._input_counted
+        self._input_counted = pending
+        return pending
+
     def connection_lost(self) -> None:
         self.hub.forget(self)
         self._closing = True
+        self._count_input()
+        if self._admitted:
+            self._admitted = False
+            self.hub.shared.release(self.client)
         self.flow.closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -277,6 +304,7 @@ class ConnectionDriver:
                 if event is not NEED_DATA and event is not PAUSED:
                     # A packet is in: the deadline of the next runs from its first byte.
                     self._packet_started = None if conn.between_packets else time.monotonic()
+                    self._count_input()
             except RemoteProtocolError as exc:
                 log.info("%s: protocol error %d: %s", self.client, int(exc.status), exc.message)
                 self._abort(exc.status, exc.message)
@@ -337,12 +365,14 @@ class ConnectionDriver:
 
     def _close(self) -> None:
         self._closing = True
+        self._count_input()
         self.flow.closed = True
         self.channel.close()
 
     def _close_after_last_packet(self) -> None:
         self.flow.resume_all()  # what still arrives is read and dropped
         self._closing = self._draining = True
+        self._count_input()
         self.flow.closed = True
         self.channel.close_after_last_packet()
 

@@ -17,6 +17,7 @@ from .driver import ConnectionDriver, ConnectionHub
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..settings import ServerSettings
+    from .limits import SharedLimits
 
 __all__ = ["TcpConnection", "TcpTransportServer"]
 
@@ -29,8 +30,10 @@ _LINGER_SECONDS: Final = 2.0
 class TcpTransportServer:
     """Owns the listening socket; its connections share one ``ConnectionHub``."""
 
-    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
-        self.hub = ConnectionHub(engine, settings)
+    def __init__(
+        self, engine: Engine, settings: ServerSettings, shared: SharedLimits | None = None
+    ) -> None:
+        self.hub = ConnectionHub(engine, settings, shared)
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
