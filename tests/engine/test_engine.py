@@ -223,3 +223,28 @@ async def test_unknown_key_and_closed_engine(make_engine: EngineFactory) -> None
     refused = await engine.open_stream(request(10), "client")
     assert isinstance(refused, Refused)
     assert refused.status == Status.UNAVAILABLE
+
+
+async def test_terminate_stops_an_open_window_and_deletes_the_stream(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    """tus termination: a window still receiving is stopped (its client is told 409, as in a
+    takeover), then the record and the part are gone and the key answers 410."""
+    engine = make_engine(make_app([]))
+    opened = await engine.open_stream(request(100 * KiB), "client")
+    assert isinstance(opened, Accepted)
+    key = opened.session.key
+    window = engine.receive(opened, Tap())
+    await window.write(os.urandom(10 * KiB))
+    assert await engine.terminate(key) is None
+    stopped = await window.result()
+    assert stopped is not None
+    assert stopped.status == Status.CONFLICT
+    assert not (tmp_path / "streams" / "parts" / f"{key}.part").exists()
+    gone = await engine.status(key)
+    assert isinstance(gone, Refused)
+    assert gone.status == Status.GONE
+    again = await engine.terminate(key)
+    assert isinstance(again, Refused)
+    assert again.status == Status.GONE
+    assert not engine.sessions

@@ -23,7 +23,8 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
 * ``create_stream(request, client)`` creates a stream without a window (tus creation);
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
-  durable bytes (downloads).
+  durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
+  termination), stopping a window still open on it first.
 
 How a new transport plugs in: byte-stream transports (TCP today; WebSocket and uTP next)
 reuse ``transport.driver.ConnectionDriver``, which runs the sans-IO protocol core against

@@ -82,6 +82,16 @@ class StreamEngine:
         created = await self._negotiator.create(request, client)
         return created if isinstance(created, Refused) else _status_of(created)
 
+    async def terminate(self, key: str, authorization: str | None = None) -> Refused | None:
+        """Delete a stream and its stored bytes (tus termination); a window open on it is
+        stopped first. None when done; 410 when unknown, 403 when someone else's."""
+        if self._shutting_down:
+            return Refused(Status.UNAVAILABLE, "server shutting down")
+        found = await self.status(key, authorization)
+        if isinstance(found, Refused):
+            return found
+        return await self._negotiator.terminate(key)
+
     async def status(self, key: str, authorization: str | None = None) -> StreamStatus | Refused:
         """A stream's durable state; 410 when unknown, 403 when it is someone else's."""
         try:

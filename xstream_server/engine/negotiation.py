@@ -100,6 +100,23 @@ class Negotiator:
             return Refused(Status.SERVER_ERROR, "internal error")
         return record
 
+    async def terminate(self, key: str) -> Refused | None:
+        """Delete ``key``'s record and part (tus termination). A window still open on it,
+        here or in another instance, is stopped first, as a takeover does; the finished file
+        of a complete stream is left to the app, whose handler has run."""
+        owner = self.new_owner()
+        try:
+            refused = await self._take_lease(key, owner)
+            if refused is not None:
+                return refused
+            await self.storage.discard(key)
+            await self.store.delete(key)  # the lease goes with the record
+        except (StateUnavailable, StorageError) as exc:
+            return Refused(*status_of_error(exc))
+        self.live.forget(key)
+        log.info("stream %s terminated", key)
+        return None
+
     async def _open(
         self, route: StreamRoute, request: StreamRequest, client: str, offset: int | None
     ) -> Accepted | Refused:
