@@ -1,0 +1,235 @@
+"""tus 1.0 on every stream route ``R``: ``/R`` takes creations (POST) and answers discovery
+(OPTIONS); ``/R/<key>`` is the upload: HEAD for its offset, PATCH to append, DELETE to
+terminate. Everything stream-related is the engine's; this module reads and writes headers.
+
+Extensions: creation, creation-with-upload, expiration, termination.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from email.utils import formatdate
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...app import StreamRoute
+from ...engine import Refused, StreamStatus
+from ...protocol import Status
+from .context import HttpContext, key_of
+from .errors import http_status, problem
+from .uploads import Appended, append, create, lookup
+
+__all__ = [
+    "OFFSET_CONTENT_TYPE",
+    "TUS_EXTENSIONS",
+    "TUS_VERSION",
+    "TusEndpoint",
+    "encode_metadata",
+    "parse_metadata",
+]
+
+TUS_VERSION: Final = "1.0.0"
+TUS_EXTENSIONS: Final = ("creation", "creation-with-upload", "expiration", "termination")
+OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
+
+_DECIMAL: Final = re.compile(r"[0-9]{1,19}")
+_METADATA_KEY: Final = re.compile(r"[!#-+\--~]+")  # printable ASCII but space and comma
+
+
+class BadHeader(ValueError):
+    pass
+
+
+def parse_metadata(value: str) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64(value)`` pairs; a key alone has an
+    empty value. Keys are unique; values must decode to UTF-8 text."""
+    metadata: dict[str, str] = {}
+    if not value.strip():
+        return metadata
+    for pair in value.split(","):
+        parts = pair.strip().split(" ")
+        if len(parts) > 2 or not _METADATA_KEY.fullmatch(parts[0]):
+            raise BadHeader(f"malformed Upload-Metadata pair {pair.strip()!r}")
+        key = parts[0]
+        if key in metadata:
+            raise BadHeader(f"Upload-Metadata key {key!r} given twice")
+        try:
+            raw = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
+            metadata[key] = raw.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise BadHeader(f"Upload-Metadata value of {key!r} is not base64 of UTF-8") from exc
+    return metadata
+
+
+def encode_metadata(metadata: Mapping[str, str]) -> str:
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key
+        for key, value in metadata.items()
+    )
+
+
+def _decimal(request: Request, name: str) -> int | None:
+    """A header that must be a non-negative integer when present."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not _DECIMAL.fullmatch(value.strip()):
+        raise BadHeader(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _http_date(epoch: float) -> str:
+    return formatdate(epoch, usegmt=True)
+
+
+class TusEndpoint:
+    """The tus face of one stream route."""
+
+    def __init__(self, context: HttpContext, route: StreamRoute) -> None:
+        self.context = context
+        self.route = route
+
+    # ---- responses ---------------------------------------------------------------------
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION, **(extra or {})}
+
+    def _problem(
+        self, status: int, message: str, extra: Mapping[str, str] | None = None
+    ) -> Response:
+        return problem(status, message, self._headers(extra))
+
+    def _refused(self, refused: Refused) -> Response:
+        return self._problem(http_status(refused.status), refused.message)
+
+    def _version_problem(self, request: Request) -> Response | None:
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            return self._problem(
+                412, f"Tus-Resumable {TUS_VERSION} required", {"Tus-Version": TUS_VERSION}
+            )
+        return None
+
+    def _location(self, request: Request, key: str) -> str:
+        return f"{request.scope.get('root_path', '')}{self.route.path}/{key}"
+
+    # ---- /R ----------------------------------------------------------------------------
+    def options(self) -> Response:
+        """Discovery; like every OPTIONS response it carries no Tus-Resumable."""
+        return Response(
+            status_code=204,
+            headers={
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Max-Size": str(self.route.max_size),
+            },
+        )
+
+    async def create(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        try:
+            total = _decimal(request, "upload-length")
+            metadata = parse_metadata(request.headers.get("upload-metadata", ""))
+            length = _decimal(request, "content-length")
+        except BadHeader as exc:
+            return self._problem(400, str(exc))
+        if total is None:
+            return self._problem(400, "Upload-Length required")
+        if total > self.route.max_size:
+            return self._problem(413, f"upload of {total} bytes, at most {self.route.max_size}")
+        with_body = request.headers.get("content-type") == OFFSET_CONTENT_TYPE
+        if not with_body and length:
+            return self._problem(415, f"a body needs Content-Type: {OFFSET_CONTENT_TYPE}")
+        if with_body and length is not None and length > total:
+            return self._problem(413, f"a body of {length} bytes for an upload of {total}")
+        created = await create(self.context, self.route, request, total, metadata)
+        if isinstance(created, Refused):
+            return self._refused(created)
+        headers = {"Location": self._location(request, created.key)}
+        if created.expires is not None:
+            headers["Upload-Expires"] = _http_date(created.expires)
+        if not with_body:
+            return Response(status_code=201, headers=self._headers(headers))
+        appended = await append(self.context, self.route, request, created.key, total, 0)
+        return self._after_append(appended, 201, headers)
+
+    # ---- /R/<key> ----------------------------------------------------------------------
+    async def head(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        found = await self._find(request)
+        if not isinstance(found, StreamStatus):
+            return found
+        headers = {
+            "Upload-Offset": str(found.offset),
+            "Upload-Length": str(found.total),
+            "Cache-Control": "no-store",
+        }
+        if found.metadata:
+            headers["Upload-Metadata"] = encode_metadata(found.metadata)
+        if found.expires is not None:
+            headers["Upload-Expires"] = _http_date(found.expires)
+        return Response(status_code=200, headers=self._headers(headers))
+
+    async def patch(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
+            return self._problem(415, f"PATCH takes Content-Type: {OFFSET_CONTENT_TYPE}")
+        try:
+            offset = _decimal(request, "upload-offset")
+            length = _decimal(request, "content-length")
+        except BadHeader as exc:
+            return self._problem(400, str(exc))
+        if offset is None:
+            return self._problem(400, "Upload-Offset required")
+        found = await self._find(request)
+        if not isinstance(found, StreamStatus):
+            return found
+        if length is not None and offset + length > found.total:
+            return self._problem(
+                413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
+            )
+        appended = await append(self.context, self.route, request, found.key, found.total, offset)
+        return self._after_append(appended, 204, {})
+
+    async def delete(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        found = await self._find(request)
+        if not isinstance(found, StreamStatus):
+            return found
+        assert self.context.engine is not None
+        refused = await self.context.engine.terminate(
+            found.key, request.headers.get("authorization")
+        )
+        if refused is not None:
+            return self._refused(refused)
+        return Response(status_code=204, headers=self._headers())
+
+    # ---- shared ------------------------------------------------------------------------
+    async def _find(self, request: Request) -> StreamStatus | Response:
+        key = key_of(request)
+        if key is None:
+            return self._problem(404, "no such upload")
+        found = await lookup(self.context, self.route, key, request)
+        return self._refused(found) if isinstance(found, Refused) else found
+
+    def _after_append(
+        self, appended: Appended | Refused, success: int, headers: dict[str, str]
+    ) -> Response:
+        if isinstance(appended, Refused):
+            return self._refused(appended)
+        headers["Upload-Offset"] = str(appended.offset)
+        if appended.expires is not None and not appended.complete:
+            headers["Upload-Expires"] = _http_date(appended.expires)
+        for name, value in appended.headers.items():
+            if name.startswith("x-stream-"):
+                headers[name] = str(value)
+        if appended.status != Status.OK:
+            return self._problem(http_status(appended.status), appended.message or "", headers)
+        return Response(status_code=success, headers=self._headers(headers))
