@@ -20,6 +20,7 @@ from .app import App
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
 from .private import private_directory
+from .protocol import Status
 from .settings import ServerSettings
 from .state import RedisStateStore, StateUnavailable
 from .storage import FileStorage
@@ -103,9 +104,7 @@ class Server:
         self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
         self._http_context.engine = self.engine
         if self.settings.http:
-            self.http = HttpTransportServer(
-                self.http_app, self._http_context.windows, self.settings.shutdown_timeout
-            )
+            self.http = HttpTransportServer(self.http_app, self.settings.shutdown_timeout)
             self.http_host, self.http_port = await self.http.start(
                 self.settings.http_host, self.settings.http_port
             )
@@ -157,6 +156,8 @@ class Server:
         log.info("shutting down")
         if self.engine is not None:
             self.engine.shut_down()
+        # Request bodies still arriving end here: what came is made durable and answered.
+        self._http_context.windows.stop_all(Status.UNAVAILABLE, "server shutting down")
         if self.transport is not None:
             await self.transport.close()
         if self.http is not None:

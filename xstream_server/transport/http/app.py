@@ -87,12 +87,16 @@ def build_http_app(
         elif isinstance(route, RequestRoute):
             limit = route.max_payload if route.max_payload is not None else max_payload
             routes.append(
-                Route(route.path, RequestEndpoint(context, route.path, limit), methods=["POST"])
+                Route(
+                    route.path, RequestEndpoint(context, route.path, limit).handle, methods=["POST"]
+                )
             )
     if STATUS_ROUTE not in context.app.routes:
         routes.append(
             Route(
-                STATUS_ROUTE, RequestEndpoint(context, STATUS_ROUTE, max_payload), methods=["POST"]
+                STATUS_ROUTE,
+                RequestEndpoint(context, STATUS_ROUTE, max_payload).handle,
+                methods=["POST"],
             )
         )
     middleware = [

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
 
 from ...engine import Accepted, Completion, Engine, RawWindow
 from ...protocol import Status
 
-__all__ = ["OpenWindows", "receive_body"]
+__all__ = ["OpenWindows", "Received", "receive_body"]
 
 log = logging.getLogger("xstream.http")
 
@@ -52,40 +53,55 @@ class OpenWindows:
             window.stop(status, message)
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A settled window: its completion (None when the client left) and whether the whole
+    body was read (if not, the connection must close after the answer: the rest of the
+    body would otherwise be taken for the next request)."""
+
+    completion: Completion | None
+    body_read: bool
+
+
 async def receive_body(
     engine: Engine, accepted: Accepted, body: AsyncIterator[bytes], windows: OpenWindows
-) -> Completion | None:
-    """Fill ``accepted``'s window from ``body``; the completion once it is settled (its
-    ``missing`` counts from the durable offset), or None when the client left. Bytes past
-    the window's end are not read."""
+) -> Received:
+    """Fill ``accepted``'s window from ``body`` and settle it; the completion's ``missing``
+    counts from the durable offset. Bytes past the window's end are not read."""
     window = engine.receive(accepted, _Pulled())
     windows.add(window)
     pump = asyncio.get_running_loop().create_task(_pump(window, body))
     try:
-        return await window.result()
+        completion = await window.result()
     finally:
         windows.discard(window)
         if not pump.done():
             pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
+    return Received(completion, not pump.cancelled() and pump.result())
 
 
-async def _pump(window: RawWindow, body: AsyncIterator[bytes]) -> None:
+async def _pump(window: RawWindow, body: AsyncIterator[bytes]) -> bool:
+    """Pour ``body`` into ``window``; True when the body was read to its end."""
+    chunks = aiter(body)
     try:
-        async for chunk in body:
+        async for chunk in chunks:
             if window.ending:
-                return
-            if len(chunk) > window.remaining:
-                chunk = chunk[: window.remaining]
-            await window.write(chunk)
-            if window.ending or not window.remaining:
-                return
+                return False
+            fits = len(chunk) <= window.remaining
+            await window.write(chunk if fits else chunk[: window.remaining])
+            if not window.remaining:
+                # All W bytes are in (the window settles by itself): was that the body?
+                return fits and await anext(chunks, b"") == b""
+            if window.ending:
+                return False
     except ClientDisconnect:
         window.client_gone()
-        return
+        return False
     except Exception:
         log.exception("stream %s: reading the request body failed", window.key)
         window.stop(Status.SERVER_ERROR, "reading the request body failed")
-        return
+        return False
     window.stop(Status.OK, "body ended")
+    return True

@@ -58,7 +58,7 @@ class RequestEndpoint:
         self.path = path
         self.max_payload = max_payload
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         engine = self.context.engine
         if engine is None:
             return problem(503, "server not started")

@@ -12,16 +12,19 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp
 
-from ...protocol import Status
-from .body import OpenWindows
-
 __all__ = ["HttpTransportServer"]
 
 
 class HttpTransportServer:
-    def __init__(self, app: ASGIApp, windows: OpenWindows, shutdown_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        shutdown_timeout: float,
+        *,
+        lifespan: bool = False,
+    ) -> None:
         self._app = app
-        self._windows = windows
+        self._lifespan = lifespan
         self._shutdown_timeout = shutdown_timeout
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
@@ -35,7 +38,7 @@ class HttpTransportServer:
             loop="none",
             http="httptools",
             ws="none",
-            lifespan="off",
+            lifespan="on" if self._lifespan else "off",
             log_config=None,
             access_log=False,
             server_header=False,
@@ -51,12 +54,11 @@ class HttpTransportServer:
         return str(name[0]), int(name[1])
 
     async def close(self) -> None:
-        """Stop accepting; windows still being filled are stopped (what arrived is made
-        durable and the offset answered), then connections close."""
+        """Stop accepting, let requests in flight answer, close the connections. (The
+        server stops windows still being filled first: see ``Server.close``.)"""
         server = self._server
         if server is None:
             return
-        self._windows.stop_all(Status.UNAVAILABLE, "server shutting down")
         server.should_exit = True
         if self._ticker is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -225,6 +225,8 @@ class TusEndpoint:
         if isinstance(appended, Refused):
             return self._refused(appended)
         headers["Upload-Offset"] = str(appended.offset)
+        if not appended.body_read:
+            headers["Connection"] = "close"
         if appended.expires is not None and not appended.complete:
             headers["Upload-Expires"] = _http_date(appended.expires)
         for name, value in appended.headers.items():

@@ -34,6 +34,8 @@ class Appended:
     headers: Mapping[str, str | int] = field(default_factory=dict)
     expires: float | None = None  # epoch seconds, for an incomplete stream
     client_left: bool = False
+    # False when bytes of the body were left unread: the connection closes after the answer.
+    body_read: bool = True
 
     @property
     def complete(self) -> bool:
@@ -105,9 +107,10 @@ async def append(
     if isinstance(opened, Refused):
         return opened
     if opened.window:
-        completion = await receive_body(engine, opened, request.stream(), context.windows)
+        received = await receive_body(engine, opened, request.stream(), context.windows)
+        completion, body_read = received.completion, received.body_read
     else:  # complete already: its result again, no bytes to take
-        completion = await opened.session.finish()
+        completion, body_read = await opened.session.finish(), False
     if completion is None:
         return Appended(offset, total, client_left=True)
     # The record's inactivity clock restarted at the checkpoint that just settled.
@@ -119,4 +122,5 @@ async def append(
         completion.message,
         completion.headers,
         expires,
+        body_read=body_read,
     )
