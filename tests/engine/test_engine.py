@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from xstream_server import App, CompletedUpload
-from xstream_server.engine import Accepted, Completion, Refused, StreamEngine, StreamStatus
+from xstream_server.engine import (
+    Accepted,
+    Completion,
+    PartCheck,
+    Refused,
+    StreamEngine,
+    StreamStatus,
+)
 from xstream_server.protocol import DataFormat, Status, StreamRequest
 from xstream_server.settings import ServerSettings
 from xstream_server.state import RedisStateStore
@@ -93,7 +100,7 @@ async def append(
     for start in range(0, len(data), 10 * KiB):
         await window.write(data[start : start + 10 * KiB])
     if window.remaining and end:
-        window.stop(Status.OK, "body ended")
+        window.body_ended()
     completion = await window.result()
     assert completion is not None
     return completion
@@ -247,4 +254,71 @@ async def test_terminate_stops_an_open_window_and_deletes_the_stream(
     again = await engine.terminate(key)
     assert isinstance(again, Refused)
     assert again.status == Status.GONE
+    assert not engine.sessions
+
+
+async def _checked_append(
+    engine: StreamEngine,
+    key: str,
+    total: int,
+    offset: int,
+    data: bytes,
+    expected: bytes,
+    *,
+    leave: bool = False,
+) -> Completion | None:
+    """A tus PATCH with ``Upload-Checksum: sha1 <expected>``; ``leave``: the client goes
+    away after the bytes instead of ending its body."""
+    opened = await engine.open_stream(request(total, key), "client", offset=offset)
+    assert isinstance(opened, Accepted)
+    window = engine.receive(opened, Tap(), PartCheck(hashlib.sha1(), expected))
+    for start in range(0, len(data), 10 * KiB):
+        await window.write(data[start : start + 10 * KiB])
+    if window.remaining:
+        window.client_gone() if leave else window.body_ended()
+    return await window.result()
+
+
+@pytest.mark.parametrize("inline_writes", [True, False], ids=["inline", "pooled"])
+async def test_checked_parts_count_only_when_they_match(
+    make_engine: EngineFactory, tmp_path: Path, inline_writes: bool
+) -> None:
+    """A part with a checksum: a mismatch (or a client that leaves before its end) cuts the
+    part off, the offset stays, and the stream's sha256 never saw those bytes; a match
+    counts like any part. Checkpoints wait for the verdict (cadence of 1 MiB < part)."""
+    engine = make_engine(make_app([]), inline_writes=inline_writes, checkpoint_bytes=1024 * KiB)
+    data = os.urandom(3 * 1024 * KiB)
+    created = await engine.create_stream(request(len(data)), "client")
+    assert isinstance(created, StreamStatus)
+    key, part = created.key, tmp_path / "streams" / "parts" / f"{created.key}.part"
+    first = data[: 1536 * KiB]
+    good = hashlib.sha1(first).digest()
+
+    bad = await _checked_append(engine, key, len(data), 0, first, b"\0" * 20)
+    assert bad is not None
+    assert (bad.status, bad.missing) == (Status.CHECKSUM_MISMATCH, len(data))
+    assert part.stat().st_size == 0
+    assert (await engine.status(key)).offset == 0  # type: ignore[union-attr]
+
+    left = await _checked_append(engine, key, len(data), 0, first[:100], good, leave=True)
+    assert left is None
+    assert part.stat().st_size == 0
+    assert (await engine.status(key)).offset == 0  # type: ignore[union-attr]
+
+    ok = await _checked_append(engine, key, len(data), 0, first, good)
+    assert ok is not None
+    assert (ok.status, ok.missing) == (Status.OK, len(data) - len(first))
+    assert (await engine.status(key)).offset == len(first)  # type: ignore[union-attr]
+
+    rest = data[len(first) :]
+    wrong = await _checked_append(engine, key, len(data), len(first), rest, b"\1" * 20)
+    assert wrong is not None
+    assert wrong.status == Status.CHECKSUM_MISMATCH
+    assert part.stat().st_size == len(first)
+    last = await _checked_append(
+        engine, key, len(data), len(first), rest, hashlib.sha1(rest).digest()
+    )
+    assert last is not None
+    assert (last.status, last.missing) == (Status.OK, 0)
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert not engine.sessions

@@ -42,6 +42,7 @@ async def test_options_lists_what_is_implemented_without_tus_resumable(
         "creation-with-upload",
         "expiration",
         "termination",
+        "checksum",
     }
     assert int(response.headers["tus-max-size"]) > 0
     assert "tus-resumable" not in response.headers

@@ -17,7 +17,10 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   ``await write(data)`` for one that is handed bytes. The window pauses and resumes the
   transport's reading through ``reading`` (a ``ReadControl``), ends by itself when the
   bytes are in or storage fails, and is ended early by ``stop(status, message)`` (timeout,
-  shutdown; takeovers call it too) or ``client_gone()``. ``await result()`` is the
+  shutdown; takeovers call it too), ``body_ended()`` (the sender has no more bytes for
+  it: an HTTP body shorter than the window) or ``client_gone()``. With a ``PartCheck``
+  (``receive(accepted, reading, check)``, a tus ``Upload-Checksum``) the window's bytes
+  count only once they match it: a mismatch cuts them off and answers 460. ``await result()`` is the
   completion to send, or None when nobody is left to answer.
 * A window of W = 0 (the stream is complete, or finalized before a crash) has no
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
@@ -46,7 +49,7 @@ from .engine import StreamEngine
 from .errors import new_key, status_of_error
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus, completion_of
 from .session import StreamSession
-from .window import SETTLING, STORAGE, RawWindow, ReadControl
+from .window import SETTLING, STORAGE, PartCheck, RawWindow, ReadControl
 
 __all__ = [
     "SETTLING",
@@ -55,6 +58,7 @@ __all__ = [
     "Accepted",
     "Completion",
     "Engine",
+    "PartCheck",
     "RawWindow",
     "ReadControl",
     "Refused",

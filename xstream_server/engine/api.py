@@ -8,7 +8,7 @@ from typing import Protocol
 
 from ..protocol import Request, StreamRequest
 from .outcomes import Accepted, Refused, Response, StreamStatus
-from .window import RawWindow, ReadControl
+from .window import PartCheck, RawWindow, ReadControl
 
 __all__ = ["Engine"]
 
@@ -29,7 +29,9 @@ class Engine(Protocol):
         self, request: StreamRequest, client: str, *, offset: int | None = None
     ) -> Accepted | Refused: ...
 
-    def receive(self, accepted: Accepted, reading: ReadControl) -> RawWindow: ...
+    def receive(
+        self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
+    ) -> RawWindow: ...
 
     async def create_stream(
         self, request: StreamRequest, client: str

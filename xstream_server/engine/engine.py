@@ -21,7 +21,7 @@ from .negotiation import Negotiator
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus
 from .registry import LiveStreams
 from .session import StreamSession
-from .window import RawWindow, ReadControl
+from .window import PartCheck, RawWindow, ReadControl
 
 __all__ = ["StreamEngine"]
 
@@ -68,11 +68,14 @@ class StreamEngine:
             return Refused(Status.UNAVAILABLE, "server shutting down")
         return await self._negotiator.open(request, client, offset=offset)
 
-    def receive(self, accepted: Accepted, reading: ReadControl) -> RawWindow:
-        """The receiving side of a granted window (``Accepted.window`` > 0)."""
+    def receive(
+        self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
+    ) -> RawWindow:
+        """The receiving side of a granted window (``Accepted.window`` > 0); with ``check``,
+        its bytes count only if they match it (see ``PartCheck``)."""
         if accepted.window < 1:
             raise ValueError("a window of no bytes has nothing to receive: finish its session")
-        return RawWindow(accepted, reading, self._track)
+        return RawWindow(accepted, reading, self._track, check)
 
     async def create_stream(self, request: StreamRequest, client: str) -> StreamStatus | Refused:
         """Create a stream without granting a window (tus creation); its key is in the

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
 
-from ...engine import Accepted, Completion, Engine, RawWindow
+from ...engine import Accepted, Completion, Engine, PartCheck, RawWindow
 from ...protocol import Status
 
 __all__ = ["OpenWindows", "Received", "receive_body"]
@@ -64,11 +64,16 @@ class Received:
 
 
 async def receive_body(
-    engine: Engine, accepted: Accepted, body: AsyncIterator[bytes], windows: OpenWindows
+    engine: Engine,
+    accepted: Accepted,
+    body: AsyncIterator[bytes],
+    windows: OpenWindows,
+    check: PartCheck | None = None,
 ) -> Received:
     """Fill ``accepted``'s window from ``body`` and settle it; the completion's ``missing``
-    counts from the durable offset. Bytes past the window's end are not read."""
-    window = engine.receive(accepted, _Pulled())
+    counts from the durable offset. Bytes past the window's end are not read. With
+    ``check``, the bytes count only if the whole body matches it (else 460)."""
+    window = engine.receive(accepted, _Pulled(), check)
     windows.add(window)
     pump = asyncio.get_running_loop().create_task(_pump(window, body))
     try:
@@ -103,5 +108,5 @@ async def _pump(window: RawWindow, body: AsyncIterator[bytes]) -> bool:
         log.exception("stream %s: reading the request body failed", window.key)
         window.stop(Status.SERVER_ERROR, "reading the request body failed")
         return False
-    window.stop(Status.OK, "body ended")
+    window.body_ended()
     return True

@@ -2,15 +2,18 @@
 (OPTIONS); ``/R/<key>`` is the upload: HEAD for its offset, PATCH to append, DELETE to
 terminate. Everything stream-related is the engine's; this module reads and writes headers.
 
-Extensions: creation, creation-with-upload, expiration, termination.
+Extensions: creation, creation-with-upload, expiration, termination, checksum (sha1 and
+sha256: a PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and
+the offset does not move).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from typing import Final
 
@@ -18,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...app import StreamRoute
-from ...engine import Refused, StreamStatus
+from ...engine import PartCheck, Refused, StreamStatus
+from ...engine.window import CheckDigest
 from ...protocol import Status
 from .context import HttpContext, key_of
 from .errors import http_status, problem
@@ -34,7 +38,18 @@ __all__ = [
 ]
 
 TUS_VERSION: Final = "1.0.0"
-TUS_EXTENSIONS: Final = ("creation", "creation-with-upload", "expiration", "termination")
+TUS_EXTENSIONS: Final = (
+    "creation",
+    "creation-with-upload",
+    "expiration",
+    "termination",
+    "checksum",
+)
+# Upload-Checksum algorithms (tus makes sha1 mandatory).
+CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+}
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 
 _DECIMAL: Final = re.compile(r"[0-9]{1,19}")
@@ -83,6 +98,24 @@ def _decimal(request: Request, name: str) -> int | None:
     return int(value)
 
 
+def parse_checksum(value: str | None) -> PartCheck | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>``."""
+    if value is None:
+        return None
+    algorithm, _, encoded = value.strip().partition(" ")
+    make = CHECKSUMS.get(algorithm.lower())
+    if make is None:
+        raise BadHeader(f"checksum algorithm {algorithm!r} not supported: {','.join(CHECKSUMS)}")
+    digest = make()
+    try:
+        expected = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error as exc:
+        raise BadHeader("Upload-Checksum digest is not base64") from exc
+    if len(expected) != len(digest.digest()):
+        raise BadHeader(f"Upload-Checksum is not a {algorithm} digest")
+    return PartCheck(digest, expected)
+
+
 def _http_date(epoch: float) -> str:
     return formatdate(epoch, usegmt=True)
 
@@ -125,6 +158,7 @@ class TusEndpoint:
                 "Tus-Version": TUS_VERSION,
                 "Tus-Extension": ",".join(TUS_EXTENSIONS),
                 "Tus-Max-Size": str(self.route.max_size),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
             },
         )
 
@@ -135,6 +169,7 @@ class TusEndpoint:
             total = _decimal(request, "upload-length")
             metadata = parse_metadata(request.headers.get("upload-metadata", ""))
             length = _decimal(request, "content-length")
+            check = parse_checksum(request.headers.get("upload-checksum"))
         except BadHeader as exc:
             return self._problem(400, str(exc))
         if total is None:
@@ -154,7 +189,7 @@ class TusEndpoint:
             headers["Upload-Expires"] = _http_date(created.expires)
         if not with_body:
             return Response(status_code=201, headers=self._headers(headers))
-        appended = await append(self.context, self.route, request, created.key, total, 0)
+        appended = await append(self.context, self.route, request, created.key, total, 0, check)
         return self._after_append(appended, 201, headers)
 
     # ---- /R/<key> ----------------------------------------------------------------------
@@ -183,6 +218,7 @@ class TusEndpoint:
         try:
             offset = _decimal(request, "upload-offset")
             length = _decimal(request, "content-length")
+            check = parse_checksum(request.headers.get("upload-checksum"))
         except BadHeader as exc:
             return self._problem(400, str(exc))
         if offset is None:
@@ -194,7 +230,9 @@ class TusEndpoint:
             return self._problem(
                 413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
             )
-        appended = await append(self.context, self.route, request, found.key, found.total, offset)
+        appended = await append(
+            self.context, self.route, request, found.key, found.total, offset, check
+        )
         return self._after_append(appended, 204, {})
 
     async def delete(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from ...app import StreamRoute
-from ...engine import Refused, StreamStatus
+from ...engine import PartCheck, Refused, StreamStatus
 from ...protocol import DataFormat, Status, StreamRequest
 from .body import receive_body
 from .context import HttpContext, client_of
@@ -96,8 +96,10 @@ async def append(
     key: str,
     total: int,
     offset: int,
+    check: PartCheck | None = None,
 ) -> Appended | Refused:
-    """The request's body, from ``offset`` (which must be the durable one, else 409)."""
+    """The request's body, from ``offset`` (which must be the durable one, else 409); with
+    ``check``, counted only if it matches (else 460, the offset unchanged)."""
     engine = context.engine
     if engine is None:
         return Refused(Status.UNAVAILABLE, "server not started")
@@ -106,8 +108,16 @@ async def append(
     )
     if isinstance(opened, Refused):
         return opened
+    length = request.headers.get("content-length")
+    if check is not None and length is not None and int(length) > opened.window:
+        # Only a whole body can be verified, and the rest of this one would not be read.
+        await opened.session.release()
+        return Refused(
+            Status.TOO_LARGE,
+            f"a body with a checksum must fit the {opened.window} bytes granted now",
+        )
     if opened.window:
-        received = await receive_body(engine, opened, request.stream(), context.windows)
+        received = await receive_body(engine, opened, request.stream(), context.windows, check)
         completion, body_read = received.completion, received.body_read
     else:  # complete already: its result again, no bytes to take
         completion, body_read = await opened.session.finish(), False
