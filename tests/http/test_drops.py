@@ -11,6 +11,7 @@ import httpx
 
 from xstream_server.server import Server
 
+from ..conftest import ServerFactory
 from .conftest import OCTETS, TUS
 
 KiB = 1024
@@ -98,3 +99,26 @@ async def test_newer_patch_takes_over_a_stalled_one(
 
 
 ROUTE = "/upload-file"
+
+
+async def test_shutdown_answers_a_patch_in_flight_with_503_and_its_offset(
+    make_server: ServerFactory,
+) -> None:
+    data = os.urandom(256 * KiB)
+    async with make_server() as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            created = await http.post(ROUTE, headers={**TUS, "Upload-Length": str(len(data))})
+        location = created.headers["location"]
+        key = location.rsplit("/", 1)[1]
+        reader, writer = await _start_patch(server, location, 0, len(data), data[: 64 * KiB])
+        await _arrived(server, key, 64 * KiB)
+        closing = asyncio.get_running_loop().create_task(server.close())
+        answer = await reader.read()
+        await closing
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"upload-offset: 65536" in answer.lower()
+    async with make_server() as server:  # the bytes are durable across the restart
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            head = await http.head(location, headers=TUS)
+    assert head.headers["upload-offset"] == str(64 * KiB)

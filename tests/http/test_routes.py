@@ -49,6 +49,10 @@ def make_app() -> App:
     async def private(upload: CompletedUpload) -> Any:
         return {"size": upload.size}
 
+    @app.stream("/fragile")
+    async def fragile(upload: CompletedUpload) -> Any:
+        raise RuntimeError("completion handler bug")
+
     @app.request("/hello")
     async def hello(request: RequestContext) -> Any:
         if request.content == "boom":
@@ -108,6 +112,19 @@ async def test_auth_and_accept_hook(
     assert "the hook has a bug" in caplog.text  # the traceback is logged
     too_big = await http.post("/private", headers={**TUS, "Upload-Length": str(100 * KiB + 1)})
     assert too_big.status_code == 413
+
+
+async def test_completion_handler_failure_is_500_with_the_final_offset(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        response = await http.post(
+            "/fragile", headers={**OCTETS, "Upload-Length": "5"}, content=b"hello"
+        )
+    assert response.status_code == 500
+    assert response.headers["upload-offset"] == "5"
+    assert response.json()["detail"] == "completion handler error"
+    assert "completion handler bug" in caplog.text
 
 
 async def test_request_routes_and_stream_status(
