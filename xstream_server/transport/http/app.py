@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from ...app import RequestRoute, StreamRoute
 from ...engine import STATUS_ROUTE
 from .context import HttpContext
+from .download import DownloadEndpoint
 from .errors import problem
 from .requests import RequestEndpoint
 from .tus import TusEndpoint
@@ -45,12 +46,15 @@ EXPOSED_HEADERS: Final = (
     "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
     "X-Stream-Checksum",
+    "Content-Range",
+    "Accept-Ranges",
 )
 _METHODS: Final = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
 
 
 def _stream_routes(context: HttpContext, route: StreamRoute) -> list[BaseRoute]:
     tus = TusEndpoint(context, route)
+    download = DownloadEndpoint(context, route)
 
     async def collection(request: Request) -> Response:
         if request.method == "OPTIONS":
@@ -64,11 +68,13 @@ def _stream_routes(context: HttpContext, route: StreamRoute) -> list[BaseRoute]:
             return await tus.head(request)
         if request.method == "PATCH":
             return await tus.patch(request)
+        if request.method == "GET":
+            return await download.get(request)
         return await tus.delete(request)
 
     return [
         Route(route.path, collection, methods=["POST", "OPTIONS"]),
-        Route(route.path + "/{key}", upload, methods=["HEAD", "PATCH", "DELETE", "OPTIONS"]),
+        Route(route.path + "/{key}", upload, methods=["GET", "HEAD", "PATCH", "DELETE", "OPTIONS"]),
     ]
 
 
