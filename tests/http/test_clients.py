@@ -1,6 +1,7 @@
 """Real tus clients that nobody here wrote upload into the default app's ``/upload-file``:
-tuspy (Python) and tus-js-client (Node), straight and through a proxy that cuts their
-connections several times mid-upload. The stored bytes and the sha256 of the completion
+tuspy (Python) and tus-js-client (Node, speaking tus 1.0 and the IETF draft's interop
+version 6), straight and through a proxy that cuts their connections several times
+mid-upload. The stored bytes and the sha256 of the completion
 must be the file's."""
 
 from __future__ import annotations
@@ -78,8 +79,13 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="Node is no
 @needs_node
 @pytest.mark.parametrize(
     "options",
-    [{}, {"chunkSize": 512 * 1024, "uploadDataDuringCreation": True}],
-    ids=["one-patch", "chunks-with-creation"],
+    [
+        {},
+        {"chunkSize": 512 * 1024, "uploadDataDuringCreation": True},
+        {"protocol": "ietf-draft-05"},
+        {"protocol": "ietf-draft-05", "chunkSize": 512 * 1024, "uploadDataDuringCreation": True},
+    ],
+    ids=["one-patch", "chunks-with-creation", "ietf-6", "ietf-6-chunks-with-creation"],
 )
 @pytest.mark.parametrize("cuts", [0, 4], ids=["direct", "cut"])
 async def test_tus_js_client(

@@ -23,6 +23,7 @@ from ...engine import STATUS_ROUTE
 from .context import HttpContext
 from .download import DownloadEndpoint
 from .errors import problem
+from .ietf import IetfEndpoint, is_ietf
 from .requests import RequestEndpoint
 from .tus import TusEndpoint
 
@@ -54,23 +55,29 @@ _METHODS: Final = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
 
 def _stream_routes(context: HttpContext, route: StreamRoute) -> list[BaseRoute]:
     tus = TusEndpoint(context, route)
+    ietf = IetfEndpoint(context, route)
     download = DownloadEndpoint(context, route)
 
     async def collection(request: Request) -> Response:
+        if is_ietf(request):
+            if request.method == "OPTIONS":
+                return ietf.options(request)
+            return await ietf.create(request)
         if request.method == "OPTIONS":
             return tus.options()
         return await tus.create(request)
 
     async def upload(request: Request) -> Response:
-        if request.method == "OPTIONS":
-            return tus.options()
-        if request.method == "HEAD":
-            return await tus.head(request)
-        if request.method == "PATCH":
-            return await tus.patch(request)
         if request.method == "GET":
             return await download.get(request)
-        return await tus.delete(request)
+        if request.method == "OPTIONS":
+            return ietf.options(request) if is_ietf(request) else tus.options()
+        face: TusEndpoint | IetfEndpoint = ietf if is_ietf(request) else tus
+        if request.method == "HEAD":
+            return await face.head(request)
+        if request.method == "PATCH":
+            return await face.patch(request)
+        return await face.delete(request)
 
     return [
         Route(route.path, collection, methods=["POST", "OPTIONS"]),

@@ -12,9 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from collections.abc import Callable, Mapping
-from email.utils import formatdate
 from typing import Final
 
 from starlette.requests import Request
@@ -26,6 +24,7 @@ from ...engine.window import CheckDigest
 from ...protocol import Status
 from .context import HttpContext, key_of
 from .errors import http_status, problem
+from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
 from .uploads import Appended, append, create, lookup
 
 __all__ = [
@@ -33,8 +32,7 @@ __all__ = [
     "TUS_EXTENSIONS",
     "TUS_VERSION",
     "TusEndpoint",
-    "encode_metadata",
-    "parse_metadata",
+    "parse_checksum",
 ]
 
 TUS_VERSION: Final = "1.0.0"
@@ -51,51 +49,6 @@ CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
     "sha256": hashlib.sha256,
 }
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
-
-_DECIMAL: Final = re.compile(r"[0-9]{1,19}")
-_METADATA_KEY: Final = re.compile(r"[!#-+\--~]+")  # printable ASCII but space and comma
-
-
-class BadHeader(ValueError):
-    pass
-
-
-def parse_metadata(value: str) -> dict[str, str]:
-    """``Upload-Metadata``: comma-separated ``key base64(value)`` pairs; a key alone has an
-    empty value. Keys are unique; values must decode to UTF-8 text."""
-    metadata: dict[str, str] = {}
-    if not value.strip():
-        return metadata
-    for pair in value.split(","):
-        parts = pair.strip().split(" ")
-        if len(parts) > 2 or not _METADATA_KEY.fullmatch(parts[0]):
-            raise BadHeader(f"malformed Upload-Metadata pair {pair.strip()!r}")
-        key = parts[0]
-        if key in metadata:
-            raise BadHeader(f"Upload-Metadata key {key!r} given twice")
-        try:
-            raw = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
-            metadata[key] = raw.decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise BadHeader(f"Upload-Metadata value of {key!r} is not base64 of UTF-8") from exc
-    return metadata
-
-
-def encode_metadata(metadata: Mapping[str, str]) -> str:
-    return ",".join(
-        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key
-        for key, value in metadata.items()
-    )
-
-
-def _decimal(request: Request, name: str) -> int | None:
-    """A header that must be a non-negative integer when present."""
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    if not _DECIMAL.fullmatch(value.strip()):
-        raise BadHeader(f"{name} must be a non-negative integer")
-    return int(value)
 
 
 def parse_checksum(value: str | None) -> PartCheck | None:
@@ -114,10 +67,6 @@ def parse_checksum(value: str | None) -> PartCheck | None:
     if len(expected) != len(digest.digest()):
         raise BadHeader(f"Upload-Checksum is not a {algorithm} digest")
     return PartCheck(digest, expected)
-
-
-def _http_date(epoch: float) -> str:
-    return formatdate(epoch, usegmt=True)
 
 
 class TusEndpoint:
@@ -166,9 +115,9 @@ class TusEndpoint:
         if (wrong := self._version_problem(request)) is not None:
             return wrong
         try:
-            total = _decimal(request, "upload-length")
+            total = decimal_header(request, "upload-length")
             metadata = parse_metadata(request.headers.get("upload-metadata", ""))
-            length = _decimal(request, "content-length")
+            length = decimal_header(request, "content-length")
             check = parse_checksum(request.headers.get("upload-checksum"))
         except BadHeader as exc:
             return self._problem(400, str(exc))
@@ -186,7 +135,7 @@ class TusEndpoint:
             return self._refused(created)
         headers = {"Location": self._location(request, created.key)}
         if created.expires is not None:
-            headers["Upload-Expires"] = _http_date(created.expires)
+            headers["Upload-Expires"] = http_date(created.expires)
         if not with_body:
             return Response(status_code=201, headers=self._headers(headers))
         appended = await append(self.context, self.route, request, created.key, total, 0, check)
@@ -207,7 +156,7 @@ class TusEndpoint:
         if found.metadata:
             headers["Upload-Metadata"] = encode_metadata(found.metadata)
         if found.expires is not None:
-            headers["Upload-Expires"] = _http_date(found.expires)
+            headers["Upload-Expires"] = http_date(found.expires)
         return Response(status_code=200, headers=self._headers(headers))
 
     async def patch(self, request: Request) -> Response:
@@ -216,8 +165,8 @@ class TusEndpoint:
         if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
             return self._problem(415, f"PATCH takes Content-Type: {OFFSET_CONTENT_TYPE}")
         try:
-            offset = _decimal(request, "upload-offset")
-            length = _decimal(request, "content-length")
+            offset = decimal_header(request, "upload-offset")
+            length = decimal_header(request, "content-length")
             check = parse_checksum(request.headers.get("upload-checksum"))
         except BadHeader as exc:
             return self._problem(400, str(exc))
@@ -266,7 +215,7 @@ class TusEndpoint:
         if not appended.body_read:
             headers["Connection"] = "close"
         if appended.expires is not None and not appended.complete:
-            headers["Upload-Expires"] = _http_date(appended.expires)
+            headers["Upload-Expires"] = http_date(appended.expires)
         for name, value in appended.headers.items():
             if name.startswith("x-stream-"):
                 headers[name] = str(value)
