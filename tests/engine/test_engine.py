@@ -322,3 +322,46 @@ async def test_checked_parts_count_only_when_they_match(
     assert (last.status, last.missing) == (Status.OK, 0)
     assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert not engine.sessions
+
+
+async def test_deferred_length(make_engine: EngineFactory) -> None:
+    """tus creation-defer-length: a stream whose length is said later. Windows are kept to
+    what the client has (``at_most``), the length cannot go below the offset nor change
+    once said, and the stream completes with the sha256 of its bytes."""
+    completed: list[CompletedUpload] = []
+    engine = make_engine(make_app(completed))
+    data = os.urandom(150 * KiB)
+    bound = 1 << 40  # the route's max_size: the most a deferred stream may hold
+    created = await engine.create_stream(request(bound), "client", length_deferred=True)
+    assert isinstance(created, StreamStatus)
+    assert created.length_deferred
+    key = created.key
+
+    opened = await engine.open_stream(request(bound, key), "client", offset=0, at_most=100 * KiB)
+    assert isinstance(opened, Accepted)
+    assert opened.window == 100 * KiB
+    window = engine.receive(opened, Tap())
+    await window.write(data[: 100 * KiB])
+    first = await window.result()
+    assert first is not None
+    assert first.status == Status.OK
+
+    short = await engine.set_length(key, 99 * KiB)
+    assert isinstance(short, Refused)
+    assert short.status == Status.CONFLICT
+    too_big = await engine.set_length(key, bound + 1)
+    assert isinstance(too_big, Refused)
+    assert too_big.status == Status.TOO_LARGE
+    fixed = await engine.set_length(key, len(data))
+    assert isinstance(fixed, StreamStatus)
+    assert (fixed.total, fixed.offset, fixed.length_deferred) == (len(data), 100 * KiB, False)
+    assert isinstance(await engine.set_length(key, len(data)), StreamStatus)  # same: fine
+    changed = await engine.set_length(key, len(data) + 1)
+    assert isinstance(changed, Refused)
+    assert changed.status == Status.CONFLICT
+
+    last = await append(engine, key, len(data), 100 * KiB, data[100 * KiB :])
+    assert isinstance(last, Completion)
+    assert (last.status, last.missing) == (Status.OK, 0)
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert completed[0].size == len(data)

@@ -24,7 +24,9 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   completion to send, or None when nobody is left to answer.
 * A window of W = 0 (the stream is complete, or finalized before a crash) has no
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
-* ``create_stream(request, client)`` creates a stream without a window (tus creation);
+* ``create_stream(request, client, length_deferred=False)`` creates a stream without a
+  window (tus creation; with a deferred length, ``set_length(key, total)`` says it later,
+  and ``open_stream(..., at_most=n)`` keeps each window to the bytes the client has);
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
   durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
   termination), stopping a window still open on it first.

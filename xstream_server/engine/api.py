@@ -26,7 +26,12 @@ class Engine(Protocol):
     async def handle_request(self, request: Request) -> Response: ...
 
     async def open_stream(
-        self, request: StreamRequest, client: str, *, offset: int | None = None
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        offset: int | None = None,
+        at_most: int | None = None,
     ) -> Accepted | Refused: ...
 
     def receive(
@@ -34,7 +39,11 @@ class Engine(Protocol):
     ) -> RawWindow: ...
 
     async def create_stream(
-        self, request: StreamRequest, client: str
+        self, request: StreamRequest, client: str, *, length_deferred: bool = False
+    ) -> StreamStatus | Refused: ...
+
+    async def set_length(
+        self, key: str, total: int, authorization: str | None = None
     ) -> StreamStatus | Refused: ...
 
     async def status(

@@ -59,14 +59,20 @@ class StreamEngine:
         return await self._dispatcher.handle(request)
 
     async def open_stream(
-        self, request: StreamRequest, client: str, *, offset: int | None = None
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        offset: int | None = None,
+        at_most: int | None = None,
     ) -> Accepted | Refused:
         """Negotiate a window: a new stream (no key) or a resume (taking the stream over from
         an older connection if need be). ``offset``, when the client states one (tus
-        PATCH), must be the durable offset, else 409."""
+        PATCH), must be the durable offset, else 409. ``at_most``: the client has no more
+        than this many bytes now (a PATCH's Content-Length); the window is no larger."""
         if self._shutting_down:
             return Refused(Status.UNAVAILABLE, "server shutting down")
-        return await self._negotiator.open(request, client, offset=offset)
+        return await self._negotiator.open(request, client, offset=offset, at_most=at_most)
 
     def receive(
         self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
@@ -77,13 +83,31 @@ class StreamEngine:
             raise ValueError("a window of no bytes has nothing to receive: finish its session")
         return RawWindow(accepted, reading, self._track, check)
 
-    async def create_stream(self, request: StreamRequest, client: str) -> StreamStatus | Refused:
+    async def create_stream(
+        self, request: StreamRequest, client: str, *, length_deferred: bool = False
+    ) -> StreamStatus | Refused:
         """Create a stream without granting a window (tus creation); its key is in the
-        status. Bytes come later through ``open_stream`` with the key."""
+        status. Bytes come later through ``open_stream`` with the key. With
+        ``length_deferred`` (tus creation-defer-length) ``request.total`` is the most the
+        stream may hold until ``set_length`` says how long it is."""
         if self._shutting_down:
             return Refused(Status.UNAVAILABLE, "server shutting down")
-        created = await self._negotiator.create(request, client)
+        created = await self._negotiator.create(request, client, length_deferred=length_deferred)
         return created if isinstance(created, Refused) else _status_of(created)
+
+    async def set_length(
+        self, key: str, total: int, authorization: str | None = None
+    ) -> StreamStatus | Refused:
+        """Say the length of a stream created with a deferred one; its status after. 409
+        when the length is known already (and differs) or below the stream's offset."""
+        found = await self.status(key, authorization)
+        if isinstance(found, Refused):
+            return found
+        try:
+            refused = await self._negotiator.set_total(key, total)
+        except StateUnavailable:
+            return Refused(Status.UNAVAILABLE, "state store unreachable")
+        return refused or await self.status(key, authorization)
 
     async def terminate(self, key: str, authorization: str | None = None) -> Refused | None:
         """Delete a stream and its stored bytes (tus termination); a window open on it is
@@ -180,4 +204,5 @@ def _status_of(record: StreamRecord) -> StreamStatus:
         complete,
         None if complete else record.updated + record.expiry,
         record.metadata,
+        record.length_deferred,
     )

@@ -77,6 +77,7 @@ class StreamStatus:
     complete: bool
     expires: float | None  # epoch seconds; None once complete
     metadata: Mapping[str, str]
+    length_deferred: bool = False  # ``total`` is then the most it may hold
 
 
 def completion_of(key: str, result: StoredResult) -> Completion:

@@ -61,6 +61,9 @@ class StreamRecord:
     principal: str | None = None
     checksum: str | None = None  # sha256 hex announced by the client
     result: StoredResult | None = None
+    # The client will say the length later (tus creation-defer-length); until then
+    # ``total`` is the most the stream may hold (the route's max_size).
+    length_deferred: bool = False
 
 
 class StateStore(Protocol):
@@ -81,6 +84,11 @@ class StateStore(Protocol):
     async def complete(self, key: str, owner: str, result: StoredResult) -> None: ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def set_total(self, key: str, total: int) -> str:
+        """Fix the length of a stream created with a deferred one: ``"ok"``, or ``"gone"``,
+        ``"known"`` (not deferred, or set already) or ``"short"`` (below its offset)."""
+        ...
 
     async def acquire_lease(self, key: str, owner: str, seconds: float) -> str | None:
         """Take the lease; return None on success, else the current owner."""

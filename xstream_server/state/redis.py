@@ -4,7 +4,9 @@ Key schema (``{K}`` is the stream key; the braces are Redis Cluster hash tags, s
 keys live in one slot and the Lua scripts below stay cluster-safe):
 
 ``xs:{K}:stream``  hash, the stream record: ``route total offset buffer format state created
-                   updated expiry metadata principal checksum`` and, once complete,
+                   updated expiry metadata principal checksum``, ``deferred`` (``1`` while
+                   the length is still to be said; ``total`` is then the most it may be)
+                   and, once complete,
                    ``result_status result_headers result_payload result_format``.
                    TTL: the stream's expiry, renewed at every checkpoint.
 ``xs:{K}:lease``   string, the owner (``<instance>:<connection>``) streaming K now; short TTL,
@@ -64,6 +66,17 @@ redis.call('HSET', KEYS[1], 'state', 'complete', 'offset', redis.call('HGET', KE
   'result_payload', ARGV[5], 'result_format', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], expiry)
 return tonumber(expiry)
+"""
+
+# KEYS: stream. ARGV: total.
+_SET_TOTAL: Final = """
+local fields = redis.call('HMGET', KEYS[1], 'deferred', 'offset')
+if not fields[2] then return 'gone' end
+if fields[1] ~= '1' then return 'known' end
+if tonumber(fields[2]) > tonumber(ARGV[1]) then return 'short' end
+redis.call('HSET', KEYS[1], 'total', ARGV[1])
+redis.call('HDEL', KEYS[1], 'deferred')
+return 'ok'
 """
 
 _RENEW: Final = """
@@ -166,6 +179,7 @@ class RedisStateStore:
         self._complete = self._redis.register_script(_COMPLETE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._set_total = self._redis.register_script(_SET_TOTAL)
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
@@ -193,6 +207,8 @@ class RedisStateStore:
             fields["principal"] = record.principal
         if record.checksum is not None:
             fields["checksum"] = record.checksum
+        if record.length_deferred:
+            fields["deferred"] = 1
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(_stream_key(record.key), mapping=cast(Any, fields))
             pipe.pexpire(_stream_key(record.key), _ms(record.expiry))
@@ -228,7 +244,13 @@ class RedisStateStore:
             principal=_text(raw.get(b"principal")),
             checksum=_text(raw.get(b"checksum")),
             result=result,
+            length_deferred=raw.get(b"deferred") == b"1",
         )
+
+    @_unavailable_on_redis_error
+    async def set_total(self, key: str, total: int) -> str:
+        answer = await self._set_total(keys=[_stream_key(key)], args=[total])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     @_unavailable_on_redis_error
     async def checkpoint(self, key: str, owner: str, offset: int, *, force: bool = False) -> None:
