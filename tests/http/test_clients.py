@@ -82,10 +82,17 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="Node is no
     [
         {},
         {"chunkSize": 512 * 1024, "uploadDataDuringCreation": True},
+        {"chunkSize": 512 * 1024, "uploadLengthDeferred": True},
         {"protocol": "ietf-draft-05"},
         {"protocol": "ietf-draft-05", "chunkSize": 512 * 1024, "uploadDataDuringCreation": True},
     ],
-    ids=["one-patch", "chunks-with-creation", "ietf-6", "ietf-6-chunks-with-creation"],
+    ids=[
+        "one-patch",
+        "chunks-with-creation",
+        "deferred-length",
+        "ietf-6",
+        "ietf-6-chunks-with-creation",
+    ],
 )
 @pytest.mark.parametrize("cuts", [0, 4], ids=["direct", "cut"])
 async def test_tus_js_client(

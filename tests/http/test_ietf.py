@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -126,7 +127,40 @@ async def test_creation_without_body_and_cancellation(
     cancelled = await http.delete(location, headers=draft)
     assert cancelled.status_code == 204
     assert (await http.head(location, headers=draft)).status_code == 410
-    unknown_length = await http.post(ROUTE, headers={**draft, "Upload-Complete": "?0"})
-    assert unknown_length.status_code == 400
     no_complete = await http.post(ROUTE, headers={**draft, "Upload-Length": "3"})
     assert no_complete.status_code == 400
+
+
+async def test_length_said_by_the_request_that_completes(
+    http: httpx.AsyncClient, draft: dict[str, str]
+) -> None:
+    data = os.urandom(200 * KiB)
+    created = await http.post(
+        ROUTE, headers={**draft, "Upload-Complete": "?0"}, content=data[: 50 * KiB]
+    )
+    assert created.status_code == 201
+    assert created.headers["upload-offset"] == str(50 * KiB)
+    location = created.headers["location"]
+    head = await http.head(location, headers=draft)
+    assert "upload-length" not in head.headers
+    assert head.headers["upload-complete"] == "?0"
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield data[50 * KiB :]
+
+    chunked = await http.patch(
+        location, headers=partial(draft, 50 * KiB, False), content=streamed()
+    )
+    assert chunked.status_code == 411
+    last = await http.patch(
+        location, headers=partial(draft, 50 * KiB, True), content=data[50 * KiB :]
+    )
+    assert last.status_code == 204
+    assert last.headers["upload-complete"] == "?1"
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    head = await http.head(location, headers=draft)
+    assert head.headers["upload-length"] == str(len(data))
+    complete_unknown = await http.post(
+        ROUTE, headers={**draft, "Upload-Complete": "?1"}, content=streamed()
+    )
+    assert complete_unknown.status_code == 400

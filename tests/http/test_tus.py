@@ -43,6 +43,7 @@ async def test_options_lists_what_is_implemented_without_tus_resumable(
         "expiration",
         "termination",
         "checksum",
+        "creation-defer-length",
     }
     assert int(response.headers["tus-max-size"]) > 0
     assert "tus-resumable" not in response.headers
@@ -183,3 +184,48 @@ async def test_errors(http: httpx.AsyncClient) -> None:
     # 405: a method the resource does not take.
     response = await http.put(location, headers=TUS)
     assert response.status_code == 405
+
+
+async def test_creation_defer_length(http: httpx.AsyncClient) -> None:
+    data = os.urandom(200 * KiB)
+    created = await http.post(ROUTE, headers={**TUS, "Upload-Defer-Length": "1"})
+    assert created.status_code == 201
+    location = created.headers["location"]
+    head = await http.head(location, headers=TUS)
+    assert head.headers["upload-defer-length"] == "1"
+    assert "upload-length" not in head.headers
+    assert head.headers["upload-offset"] == "0"
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield data[:10]
+
+    unknown = await http.patch(
+        location, headers={**OCTETS, "Upload-Offset": "0"}, content=streamed()
+    )
+    assert unknown.status_code == 411  # no Content-Length while the length is unknown
+    first = await http.patch(
+        location, headers={**OCTETS, "Upload-Offset": "0"}, content=data[: 120 * KiB]
+    )
+    assert first.status_code == 204
+    assert first.headers["upload-offset"] == str(120 * KiB)
+    below = await http.patch(
+        location,
+        headers={**OCTETS, "Upload-Offset": str(120 * KiB), "Upload-Length": "5"},
+        content=b"",
+    )
+    assert below.status_code == 409
+    last = await http.patch(
+        location,
+        headers={**OCTETS, "Upload-Offset": str(120 * KiB), "Upload-Length": str(len(data))},
+        content=data[120 * KiB :],
+    )
+    assert last.status_code == 204
+    assert last.headers["upload-offset"] == str(len(data))
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    head = await http.head(location, headers=TUS)
+    assert head.headers["upload-length"] == str(len(data))
+    for headers in (
+        {"Upload-Defer-Length": "2"},
+        {"Upload-Defer-Length": "1", "Upload-Length": "3"},
+    ):
+        assert (await http.post(ROUTE, headers={**TUS, **headers})).status_code == 400

@@ -9,8 +9,9 @@ informational ``104 (Upload Resumption Supported)`` cannot be sent: ASGI has no 
 an interim response (the draft lets a server skip it; the final response carries
 ``Location``).
 
-The length of an upload must be known when it is created: ``Upload-Length``, or the body's
-own length when the creation carries the whole upload (``Upload-Complete: ?1``).
+An upload created without its length (no ``Upload-Length``, not complete) gets it from
+the request that completes it (its offset plus its ``Content-Length``); until then every
+request carrying bytes must say how many (``Content-Length``, else 411).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ...protocol import Status
 from .context import HttpContext, key_of
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, parse_metadata
-from .uploads import Appended, append, create, lookup
+from .uploads import Appended, append, create, lookup, set_length
 
 __all__ = ["INTEROP_HEADER", "INTEROP_VERSIONS", "IetfEndpoint", "is_ietf"]
 
@@ -107,27 +108,39 @@ class IetfEndpoint:
             return self._problem(400, "Upload-Complete required")
         if total is None and complete and length is not None:
             total = length
-        if total is None:
-            return self._problem(400, "the upload's length must be known: Upload-Length")
+        has_body = length != 0 and (length is not None or "transfer-encoding" in request.headers)
+        if total is None and complete:
+            return self._problem(400, "a complete upload needs Upload-Length or Content-Length")
+        if total is None and has_body and length is None:
+            return self._problem(411, "Content-Length required while the length is unknown")
         if complete and length is not None and length != total:
             return self._problem(
                 400,
                 f"a complete upload of {total} bytes with a body of {length}",
                 problem_type=INCONSISTENT_LENGTH,
             )
-        if length is not None and length > total:
+        if total is not None and length is not None and length > total:
             return self._problem(413, f"a body of {length} bytes for an upload of {total}")
-        if total > self.route.max_size:
+        if total is not None and total > self.route.max_size:
             return self._problem(413, f"upload of {total} bytes, at most {self.route.max_size}")
+        # No length yet (more is coming): the length is deferred until a request completes.
         created = await create(self.context, self.route, request, total, metadata)
         if isinstance(created, Refused):
             return self._problem(http_status(created.status), created.message)
         location = f"{request.scope.get('root_path', '')}{self.route.path}/{created.key}"
         headers = {"Location": location, "Upload-Limit": self._limits()}
-        if length == 0 or (length is None and "transfer-encoding" not in request.headers):
+        if not has_body:
             headers.update({"Upload-Offset": "0", "Upload-Complete": _sf(total == 0)})
             return Response(status_code=201, headers=headers)
-        appended = await append(self.context, self.route, request, created.key, total, 0)
+        appended = await append(
+            self.context,
+            self.route,
+            request,
+            created.key,
+            created.total,
+            0,
+            at_most=length if created.length_deferred else None,
+        )
         return self._after_append(appended, complete, headers, 201)
 
     async def head(self, request: Request) -> Response:
@@ -141,7 +154,7 @@ class IetfEndpoint:
             headers={
                 "Upload-Offset": str(found.offset),
                 "Upload-Complete": _sf(found.complete),
-                "Upload-Length": str(found.total),
+                **({} if found.length_deferred else {"Upload-Length": str(found.total)}),
                 "Upload-Limit": self._limits(),
                 "Cache-Control": "no-store",
             },
@@ -166,6 +179,16 @@ class IetfEndpoint:
             return found
         if found.complete:
             return self._problem(400, "the upload is complete", problem_type=COMPLETED_UPLOAD)
+        at_most = None
+        if found.length_deferred and complete and length is not None:
+            fixed = await set_length(self.context, request, found.key, offset + length)
+            if isinstance(fixed, Refused):
+                return self._problem(http_status(fixed.status), fixed.message)
+            found = fixed
+        elif found.length_deferred:
+            if length is None:
+                return self._problem(411, "Content-Length required until the length is known")
+            at_most = length
         if length is not None and (
             offset + length > found.total or (complete and offset + length != found.total)
         ):
@@ -178,7 +201,9 @@ class IetfEndpoint:
             )
         # The engine decides whether the offset is right: an older request that still
         # holds the upload is stopped first, and its bytes counted.
-        appended = await append(self.context, self.route, request, found.key, found.total, offset)
+        appended = await append(
+            self.context, self.route, request, found.key, found.total, offset, at_most=at_most
+        )
         if isinstance(appended, Refused) and appended.status == Status.CONFLICT:
             now = await lookup(self.context, self.route, found.key, request)
             if isinstance(now, StreamStatus):

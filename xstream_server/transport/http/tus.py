@@ -2,9 +2,9 @@
 (OPTIONS); ``/R/<key>`` is the upload: HEAD for its offset, PATCH to append, DELETE to
 terminate. Everything stream-related is the engine's; this module reads and writes headers.
 
-Extensions: creation, creation-with-upload, expiration, termination, checksum (sha1 and
-sha256: a PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and
-the offset does not move).
+Extensions: creation, creation-with-upload, creation-defer-length, expiration,
+termination, checksum (sha1 and sha256: a PATCH's bytes count only once its
+``Upload-Checksum`` is verified, else 460 and the offset does not move).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ...protocol import Status
 from .context import HttpContext, key_of
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
-from .uploads import Appended, append, create, lookup
+from .uploads import Appended, append, create, lookup, set_length
 
 __all__ = [
     "OFFSET_CONTENT_TYPE",
@@ -42,6 +42,7 @@ TUS_EXTENSIONS: Final = (
     "expiration",
     "termination",
     "checksum",
+    "creation-defer-length",
 )
 # Upload-Checksum algorithms (tus makes sha1 mandatory).
 CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
@@ -121,15 +122,20 @@ class TusEndpoint:
             check = parse_checksum(request.headers.get("upload-checksum"))
         except BadHeader as exc:
             return self._problem(400, str(exc))
-        if total is None:
-            return self._problem(400, "Upload-Length required")
-        if total > self.route.max_size:
+        deferred = request.headers.get("upload-defer-length")
+        if deferred is not None and (deferred.strip() != "1" or total is not None):
+            return self._problem(400, "Upload-Defer-Length: 1, and then no Upload-Length")
+        if total is None and deferred is None:
+            return self._problem(400, "Upload-Length or Upload-Defer-Length required")
+        if total is not None and total > self.route.max_size:
             return self._problem(413, f"upload of {total} bytes, at most {self.route.max_size}")
         with_body = request.headers.get("content-type") == OFFSET_CONTENT_TYPE
         if not with_body and length:
             return self._problem(415, f"a body needs Content-Type: {OFFSET_CONTENT_TYPE}")
-        if with_body and length is not None and length > total:
+        if with_body and length is not None and total is not None and length > total:
             return self._problem(413, f"a body of {length} bytes for an upload of {total}")
+        if with_body and total is None and length is None:
+            return self._problem(411, "a body for an upload of deferred length needs its length")
         created = await create(self.context, self.route, request, total, metadata)
         if isinstance(created, Refused):
             return self._refused(created)
@@ -138,7 +144,16 @@ class TusEndpoint:
             headers["Upload-Expires"] = http_date(created.expires)
         if not with_body:
             return Response(status_code=201, headers=self._headers(headers))
-        appended = await append(self.context, self.route, request, created.key, total, 0, check)
+        appended = await append(
+            self.context,
+            self.route,
+            request,
+            created.key,
+            created.total,
+            0,
+            check,
+            length if created.length_deferred else None,
+        )
         return self._after_append(appended, 201, headers)
 
     # ---- /R/<key> ----------------------------------------------------------------------
@@ -148,11 +163,11 @@ class TusEndpoint:
         found = await self._find(request)
         if not isinstance(found, StreamStatus):
             return found
-        headers = {
-            "Upload-Offset": str(found.offset),
-            "Upload-Length": str(found.total),
-            "Cache-Control": "no-store",
-        }
+        headers = {"Upload-Offset": str(found.offset), "Cache-Control": "no-store"}
+        if found.length_deferred:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(found.total)
         if found.metadata:
             headers["Upload-Metadata"] = encode_metadata(found.metadata)
         if found.expires is not None:
@@ -168,6 +183,7 @@ class TusEndpoint:
             offset = decimal_header(request, "upload-offset")
             length = decimal_header(request, "content-length")
             check = parse_checksum(request.headers.get("upload-checksum"))
+            total = decimal_header(request, "upload-length")
         except BadHeader as exc:
             return self._problem(400, str(exc))
         if offset is None:
@@ -175,12 +191,22 @@ class TusEndpoint:
         found = await self._find(request)
         if not isinstance(found, StreamStatus):
             return found
+        at_most = None
+        if found.length_deferred and total is not None:
+            fixed = await set_length(self.context, request, found.key, total)
+            if isinstance(fixed, Refused):
+                return self._refused(fixed)
+            found = fixed
+        elif found.length_deferred:
+            if length is None:
+                return self._problem(411, "Content-Length required until the length is known")
+            at_most = length
         if length is not None and offset + length > found.total:
             return self._problem(
                 413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
             )
         appended = await append(
-            self.context, self.route, request, found.key, found.total, offset, check
+            self.context, self.route, request, found.key, found.total, offset, check, at_most
         )
         return self._after_append(appended, 204, {})
 

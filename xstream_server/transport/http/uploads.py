@@ -19,7 +19,7 @@ from ...protocol import DataFormat, Status, StreamRequest
 from .body import receive_body
 from .context import HttpContext, client_of
 
-__all__ = ["Appended", "append", "create", "lookup", "stream_request"]
+__all__ = ["Appended", "append", "create", "lookup", "set_length", "stream_request"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +78,30 @@ async def create(
     context: HttpContext,
     route: StreamRoute,
     request: Request,
-    total: int,
+    total: int | None,
     metadata: Mapping[str, str],
 ) -> StreamStatus | Refused:
+    """A new upload of ``total`` bytes; None: its length is said later (up to the route's
+    ``max_size``)."""
     engine = context.engine
     if engine is None:
         return Refused(Status.UNAVAILABLE, "server not started")
     return await engine.create_stream(
-        stream_request(route, request, total, metadata=metadata), client_of(request)
+        stream_request(
+            route, request, route.max_size if total is None else total, metadata=metadata
+        ),
+        client_of(request),
+        length_deferred=total is None,
     )
+
+
+async def set_length(
+    context: HttpContext, request: Request, key: str, total: int
+) -> StreamStatus | Refused:
+    engine = context.engine
+    if engine is None:
+        return Refused(Status.UNAVAILABLE, "server not started")
+    return await engine.set_length(key, total, request.headers.get("authorization"))
 
 
 async def append(
@@ -97,6 +112,7 @@ async def append(
     total: int,
     offset: int,
     check: PartCheck | None = None,
+    at_most: int | None = None,
 ) -> Appended | Refused:
     """The request's body, from ``offset`` (which must be the durable one, else 409); with
     ``check``, counted only if it matches (else 460, the offset unchanged)."""
@@ -104,7 +120,10 @@ async def append(
     if engine is None:
         return Refused(Status.UNAVAILABLE, "server not started")
     opened = await engine.open_stream(
-        stream_request(route, request, total, key), client_of(request), offset=offset
+        stream_request(route, request, total, key),
+        client_of(request),
+        offset=offset,
+        at_most=at_most,
     )
     if isinstance(opened, Refused):
         return opened
