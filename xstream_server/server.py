@@ -64,7 +64,7 @@ class Server:
         self._executor: ThreadPoolExecutor | None = None
         # The HTTP face exists before the engine does, so that it can be mounted into
         # another ASGI application (run the server in that application's lifespan).
-        self._http_context = HttpContext(app)
+        self._http_context = HttpContext(app, stall_timeout=settings.raw_stall_timeout)
         self.http_app = build_http_app(
             self._http_context,
             max_payload=settings.max_payload,

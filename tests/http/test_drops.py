@@ -122,3 +122,20 @@ async def test_shutdown_answers_a_patch_in_flight_with_503_and_its_offset(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
             head = await http.head(location, headers=TUS)
     assert head.headers["upload-offset"] == str(64 * KiB)
+
+
+async def test_stalled_body_is_answered_408_with_what_arrived(
+    make_server: ServerFactory,
+) -> None:
+    data = os.urandom(100 * KiB)
+    async with make_server(raw_stall_timeout=0.3) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            created = await http.post(ROUTE, headers={**TUS, "Upload-Length": str(len(data))})
+            location = created.headers["location"]
+            reader, writer = await _start_patch(server, location, 0, len(data), data[: 40 * KiB])
+            answer = await reader.read()  # nothing more is sent: the server gives up
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 408")
+            assert b"upload-offset: 40960" in answer.lower()
+            head = await http.head(location, headers=TUS)
+            assert head.headers["upload-offset"] == str(40 * KiB)

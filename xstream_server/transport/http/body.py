@@ -69,13 +69,15 @@ async def receive_body(
     body: AsyncIterator[bytes],
     windows: OpenWindows,
     check: PartCheck | None = None,
+    stall_timeout: float | None = None,
 ) -> Received:
     """Fill ``accepted``'s window from ``body`` and settle it; the completion's ``missing``
     counts from the durable offset. Bytes past the window's end are not read. With
-    ``check``, the bytes count only if the whole body matches it (else 460)."""
+    ``check``, the bytes count only if the whole body matches it (else 460). A body that
+    sends nothing for ``stall_timeout`` seconds ends the window with 408."""
     window = engine.receive(accepted, _Pulled(), check)
     windows.add(window)
-    pump = asyncio.get_running_loop().create_task(_pump(window, body))
+    pump = asyncio.get_running_loop().create_task(_pump(window, body, stall_timeout))
     try:
         completion = await window.result()
     finally:
@@ -87,11 +89,26 @@ async def receive_body(
     return Received(completion, not pump.cancelled() and pump.result())
 
 
-async def _pump(window: RawWindow, body: AsyncIterator[bytes]) -> bool:
+async def _pump(window: RawWindow, body: AsyncIterator[bytes], stall: float | None) -> bool:
     """Pour ``body`` into ``window``; True when the body was read to its end."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def stalled() -> None:
+        window.stop(Status.TIMEOUT, f"no body bytes for {stall:g} s")
+
+    def rearm() -> None:  # a timer handle reset on data, not a task per chunk
+        nonlocal timer
+        if stall is not None:
+            if timer is not None:
+                timer.cancel()
+            timer = loop.call_later(stall, stalled)
+
     chunks = aiter(body)
+    rearm()
     try:
         async for chunk in chunks:
+            rearm()
             if window.ending:
                 return False
             fits = len(chunk) <= window.remaining
@@ -108,5 +125,8 @@ async def _pump(window: RawWindow, body: AsyncIterator[bytes]) -> bool:
         log.exception("stream %s: reading the request body failed", window.key)
         window.stop(Status.SERVER_ERROR, "reading the request body failed")
         return False
+    finally:
+        if timer is not None:
+            timer.cancel()
     window.body_ended()
     return True

@@ -24,6 +24,8 @@ class HttpContext:
     app: App
     engine: Engine | None = None
     windows: OpenWindows = field(default_factory=OpenWindows)
+    # Seconds a request body may send nothing before its window ends with 408.
+    stall_timeout: float | None = None
 
 
 def key_of(request: Request) -> str | None:

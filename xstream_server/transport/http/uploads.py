@@ -136,7 +136,9 @@ async def append(
             f"a body with a checksum must fit the {opened.window} bytes granted now",
         )
     if opened.window:
-        received = await receive_body(engine, opened, request.stream(), context.windows, check)
+        received = await receive_body(
+            engine, opened, request.stream(), context.windows, check, context.stall_timeout
+        )
         completion, body_read = received.completion, received.body_read
     else:  # complete already: its result again, no bytes to take
         completion, body_read = await opened.session.finish(), False
