@@ -365,3 +365,59 @@ async def test_deferred_length(make_engine: EngineFactory) -> None:
     assert (last.status, last.missing) == (Status.OK, 0)
     assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert completed[0].size == len(data)
+
+
+async def test_concatenation_of_partial_streams(make_engine: EngineFactory) -> None:
+    """tus concatenation: partial streams complete without running the handler; a final
+    stream made of them (through windows smaller than it) runs it once, with the sha256 of
+    the parts end to end; incomplete or non-partial parts are refused."""
+    completed: list[CompletedUpload] = []
+    app = App()
+
+    @app.stream(ROUTE, min_buffer=KiB, max_buffer=64 * KiB, max_window=70 * KiB)
+    async def done(upload: CompletedUpload) -> Any:
+        completed.append(upload)
+        return {"bytes": upload.size}
+
+    engine = make_engine(app)
+    pieces = [os.urandom(n) for n in (100 * KiB, 1, 60 * KiB + 3)]
+    keys = []
+    for piece in pieces:
+        created = await engine.create_stream(request(len(piece)), "client", partial=True)
+        assert isinstance(created, StreamStatus)
+        assert created.partial
+        offset = 0
+        while offset < len(piece):  # windows of at most 70 KiB
+            opened = await engine.open_stream(
+                request(len(piece), created.key), "client", offset=offset
+            )
+            assert isinstance(opened, Accepted)
+            window = engine.receive(opened, Tap())
+            await window.write(piece[offset : offset + opened.window])
+            answer = await window.result()
+            assert answer is not None
+            offset = len(piece) - answer.missing
+        keys.append(created.key)
+    assert completed == []  # parts are not uploads of their own
+
+    unfinished = await engine.create_stream(request(10), "client", partial=True)
+    plain = await engine.create_stream(request(10), "client")
+    assert isinstance(unfinished, StreamStatus) and isinstance(plain, StreamStatus)
+    for bad, status in ((unfinished.key, Status.BAD_REQUEST), (plain.key, Status.BAD_REQUEST)):
+        refused = await engine.concatenate(request(1), "client", [keys[0], bad])
+        assert isinstance(refused, Refused)
+        assert refused.status == status
+    gone = await engine.concatenate(request(1), "client", ["nope"])
+    assert isinstance(gone, Refused)
+    assert gone.status == Status.GONE
+
+    made = await engine.concatenate(request(1), "client", keys)
+    assert not isinstance(made, Refused)
+    final, completion = made
+    data = b"".join(pieces)
+    assert (final.total, final.offset, final.complete) == (len(data), len(data), True)
+    assert final.concat == tuple(keys)
+    assert completion.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert [upload.key for upload in completed] == [final.key]
+    assert completed[0].path.read_bytes() == data
+    assert not engine.sessions

@@ -26,7 +26,9 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
 * ``create_stream(request, client, length_deferred=False)`` creates a stream without a
   window (tus creation; with a deferred length, ``set_length(key, total)`` says it later,
-  and ``open_stream(..., at_most=n)`` keeps each window to the bytes the client has);
+  and ``open_stream(..., at_most=n)`` keeps each window to the bytes the client has;
+  ``partial=True`` makes a part of a tus concatenation, and ``concatenate(request,
+  client, keys)`` a stream of complete parts put end to end);
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
   durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
   termination), stopping a window still open on it first.

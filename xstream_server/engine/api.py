@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from ..protocol import Request, StreamRequest
-from .outcomes import Accepted, Refused, Response, StreamStatus
+from .outcomes import Accepted, Completion, Refused, Response, StreamStatus
 from .window import PartCheck, RawWindow, ReadControl
 
 __all__ = ["Engine"]
@@ -39,8 +39,17 @@ class Engine(Protocol):
     ) -> RawWindow: ...
 
     async def create_stream(
-        self, request: StreamRequest, client: str, *, length_deferred: bool = False
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
     ) -> StreamStatus | Refused: ...
+
+    async def concatenate(
+        self, request: StreamRequest, client: str, parts: Sequence[str]
+    ) -> tuple[StreamStatus, Completion] | Refused: ...
 
     async def set_length(
         self, key: str, total: int, authorization: str | None = None

@@ -88,7 +88,13 @@ class Negotiator:
             return Refused(Status.SERVER_ERROR, "internal error")
 
     async def create(
-        self, request: StreamRequest, client: str, *, length_deferred: bool = False
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+        concat: tuple[str, ...] | None = None,
     ) -> StreamRecord | Refused:
         """Create a stream without granting a window yet (tus creation); with
         ``length_deferred`` its length is said later (``set_total``) and ``request.total`` is
@@ -99,7 +105,9 @@ class Negotiator:
         owner = self.new_owner()
         try:
             principal = await route.auth(request.authorization) if route.auth else None
-            record = await self._create(route, request, principal, owner, length_deferred)
+            record = await self._create(
+                route, request, principal, owner, length_deferred, partial, concat
+            )
             await self.store.release_lease(record.key, owner)
         except RouteError as exc:
             return Refused(exc.status, exc.message)
@@ -184,6 +192,8 @@ class Negotiator:
         principal: str | None,
         owner: str,
         length_deferred: bool = False,
+        partial: bool = False,
+        concat: tuple[str, ...] | None = None,
     ) -> StreamRecord:
         if request.total > route.max_size:
             raise RouteError(
@@ -210,6 +220,8 @@ class Negotiator:
             principal=principal,
             checksum=request.checksum,
             length_deferred=length_deferred,
+            partial=partial,
+            concat=concat,
         )
         await self.store.create(record, owner)
         log.debug("stream %s created on %s: %d bytes", record.key, route.path, record.total)

@@ -64,6 +64,10 @@ class StreamRecord:
     # The client will say the length later (tus creation-defer-length); until then
     # ``total`` is the most the stream may hold (the route's max_size).
     length_deferred: bool = False
+    # tus concatenation: a partial stream (its completion runs no handler), or the keys of
+    # the partial streams a final one was made of.
+    partial: bool = False
+    concat: tuple[str, ...] | None = None
 
 
 class StateStore(Protocol):

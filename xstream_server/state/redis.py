@@ -5,7 +5,9 @@ keys live in one slot and the Lua scripts below stay cluster-safe):
 
 ``xs:{K}:stream``  hash, the stream record: ``route total offset buffer format state created
                    updated expiry metadata principal checksum``, ``deferred`` (``1`` while
-                   the length is still to be said; ``total`` is then the most it may be)
+                   the length is still to be said; ``total`` is then the most it may be),
+                   ``partial`` (``1``: a part of a tus concatenation), ``concat`` (JSON
+                   list of the partial keys a final stream was made of)
                    and, once complete,
                    ``result_status result_headers result_payload result_format``.
                    TTL: the stream's expiry, renewed at every checkpoint.
@@ -209,6 +211,10 @@ class RedisStateStore:
             fields["checksum"] = record.checksum
         if record.length_deferred:
             fields["deferred"] = 1
+        if record.partial:
+            fields["partial"] = 1
+        if record.concat is not None:
+            fields["concat"] = json.dumps(list(record.concat))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(_stream_key(record.key), mapping=cast(Any, fields))
             pipe.pexpire(_stream_key(record.key), _ms(record.expiry))
@@ -245,6 +251,8 @@ class RedisStateStore:
             checksum=_text(raw.get(b"checksum")),
             result=result,
             length_deferred=raw.get(b"deferred") == b"1",
+            partial=raw.get(b"partial") == b"1",
+            concat=tuple(json.loads(raw[b"concat"])) if b"concat" in raw else None,
         )
 
     @_unavailable_on_redis_error
