@@ -44,6 +44,7 @@ async def test_options_lists_what_is_implemented_without_tus_resumable(
         "termination",
         "checksum",
         "creation-defer-length",
+        "concatenation",
     }
     assert int(response.headers["tus-max-size"]) > 0
     assert "tus-resumable" not in response.headers

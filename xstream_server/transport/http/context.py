@@ -14,9 +14,9 @@ from ...app import App
 from ...engine import Engine
 from .body import OpenWindows
 
-__all__ = ["HttpContext", "client_of", "key_of"]
+__all__ = ["KEY", "HttpContext", "client_of", "key_of"]
 
-_KEY: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+KEY: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass(slots=True)
@@ -31,7 +31,7 @@ class HttpContext:
 def key_of(request: Request) -> str | None:
     """The stream key in ``/R/<key>``, or None when it cannot be one."""
     key = request.path_params.get("key")
-    return key if isinstance(key, str) and _KEY.fullmatch(key) else None
+    return key if isinstance(key, str) and KEY.fullmatch(key) else None
 
 
 def client_of(request: Request) -> str:

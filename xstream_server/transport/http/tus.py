@@ -3,8 +3,9 @@
 terminate. Everything stream-related is the engine's; this module reads and writes headers.
 
 Extensions: creation, creation-with-upload, creation-defer-length, expiration,
-termination, checksum (sha1 and sha256: a PATCH's bytes count only once its
-``Upload-Checksum`` is verified, else 460 and the offset does not move).
+termination, concatenation (of complete partial uploads), checksum (sha1 and sha256: a
+PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and the
+offset does not move).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import binascii
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import Final
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,10 +24,10 @@ from ...app import StreamRoute
 from ...engine import PartCheck, Refused, StreamStatus
 from ...engine.window import CheckDigest
 from ...protocol import Status
-from .context import HttpContext, key_of
+from .context import KEY, HttpContext, key_of
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
-from .uploads import Appended, append, create, lookup, set_length
+from .uploads import Appended, append, concatenate, create, lookup, set_length
 
 __all__ = [
     "OFFSET_CONTENT_TYPE",
@@ -43,6 +45,7 @@ TUS_EXTENSIONS: Final = (
     "termination",
     "checksum",
     "creation-defer-length",
+    "concatenation",
 )
 # Upload-Checksum algorithms (tus makes sha1 mandatory).
 CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
@@ -115,6 +118,11 @@ class TusEndpoint:
     async def create(self, request: Request) -> Response:
         if (wrong := self._version_problem(request)) is not None:
             return wrong
+        concat = request.headers.get("upload-concat", "").strip()
+        if concat.startswith("final;"):
+            return await self._create_final(request, concat.removeprefix("final;"))
+        if concat not in ("", "partial"):
+            return self._problem(400, "Upload-Concat must be partial or final;<uploads>")
         try:
             total = decimal_header(request, "upload-length")
             metadata = parse_metadata(request.headers.get("upload-metadata", ""))
@@ -136,7 +144,9 @@ class TusEndpoint:
             return self._problem(413, f"a body of {length} bytes for an upload of {total}")
         if with_body and total is None and length is None:
             return self._problem(411, "a body for an upload of deferred length needs its length")
-        created = await create(self.context, self.route, request, total, metadata)
+        created = await create(
+            self.context, self.route, request, total, metadata, partial=concat == "partial"
+        )
         if isinstance(created, Refused):
             return self._refused(created)
         headers = {"Location": self._location(request, created.key)}
@@ -156,6 +166,35 @@ class TusEndpoint:
         )
         return self._after_append(appended, 201, headers)
 
+    async def _create_final(self, request: Request, uploads: str) -> Response:
+        """A final upload (concatenation): the partial ones it is made of, in order, as
+        URLs or paths of this route's uploads."""
+        if "upload-length" in request.headers:
+            return self._problem(400, "a final upload takes no Upload-Length")
+        prefix = self._location(request, "")
+        keys = []
+        for url in uploads.split():
+            path = urlsplit(url).path
+            key = path.removeprefix(prefix)
+            if not path.startswith(prefix) or not KEY.fullmatch(key):
+                return self._problem(400, f"{url} is not an upload of {self.route.path}")
+            keys.append(key)
+        try:
+            metadata = parse_metadata(request.headers.get("upload-metadata", ""))
+        except BadHeader as exc:
+            return self._problem(400, str(exc))
+        made = await concatenate(self.context, self.route, request, keys, metadata)
+        if isinstance(made, Refused):
+            return self._refused(made)
+        final, completion = made
+        headers = {"Location": self._location(request, final.key)}
+        for name, value in completion.headers.items():
+            if name.startswith("x-stream-"):
+                headers[name] = str(value)
+        if completion.status != Status.OK:
+            return self._problem(http_status(completion.status), completion.message or "", headers)
+        return Response(status_code=201, headers=self._headers(headers))
+
     # ---- /R/<key> ----------------------------------------------------------------------
     async def head(self, request: Request) -> Response:
         if (wrong := self._version_problem(request)) is not None:
@@ -168,6 +207,11 @@ class TusEndpoint:
             headers["Upload-Defer-Length"] = "1"
         else:
             headers["Upload-Length"] = str(found.total)
+        if found.partial:
+            headers["Upload-Concat"] = "partial"
+        elif found.concat is not None:
+            parts = " ".join(self._location(request, key) for key in found.concat)
+            headers["Upload-Concat"] = f"final;{parts}"
         if found.metadata:
             headers["Upload-Metadata"] = encode_metadata(found.metadata)
         if found.expires is not None:
@@ -191,6 +235,8 @@ class TusEndpoint:
         found = await self._find(request)
         if not isinstance(found, StreamStatus):
             return found
+        if found.concat is not None:
+            return self._problem(403, "a final upload is made of its parts: no PATCH")
         at_most = None
         if found.length_deferred and total is not None:
             fixed = await set_length(self.context, request, found.key, total)

@@ -14,12 +14,20 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from ...app import StreamRoute
-from ...engine import PartCheck, Refused, StreamStatus
+from ...engine import Completion, PartCheck, Refused, StreamStatus
 from ...protocol import DataFormat, Status, StreamRequest
 from .body import receive_body
 from .context import HttpContext, client_of
 
-__all__ = ["Appended", "append", "create", "lookup", "set_length", "stream_request"]
+__all__ = [
+    "Appended",
+    "append",
+    "concatenate",
+    "create",
+    "lookup",
+    "set_length",
+    "stream_request",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,8 @@ async def create(
     request: Request,
     total: int | None,
     metadata: Mapping[str, str],
+    *,
+    partial: bool = False,
 ) -> StreamStatus | Refused:
     """A new upload of ``total`` bytes; None: its length is said later (up to the route's
     ``max_size``)."""
@@ -92,6 +102,22 @@ async def create(
         ),
         client_of(request),
         length_deferred=total is None,
+        partial=partial,
+    )
+
+
+async def concatenate(
+    context: HttpContext,
+    route: StreamRoute,
+    request: Request,
+    keys: list[str],
+    metadata: Mapping[str, str],
+) -> tuple[StreamStatus, Completion] | Refused:
+    engine = context.engine
+    if engine is None:
+        return Refused(Status.UNAVAILABLE, "server not started")
+    return await engine.concatenate(
+        stream_request(route, request, 1, metadata=metadata), client_of(request), keys
     )
 
 
