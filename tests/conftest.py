@@ -130,6 +130,7 @@ def make_server(redis_url: str, tmp_path: Path) -> ServerFactory:
         options: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
+            "http_port": 0,
             "data_dir": tmp_path / "data",
             "redis_url": redis_url,
         }
@@ -220,7 +221,7 @@ def spawn_server(redis_url: str, tmp_path: Path) -> Iterator[SpawnServer]:
         data_dir: Path | None = None,
         redis: str | None = redis_url,
     ) -> ServerProcess:
-        args = ["--host", "127.0.0.1", "--port", "0"]
+        args = ["--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
         args += ["--data-dir", str(data_dir or tmp_path / "data")]
         if redis is not None:
             args += ["--redis-url", redis]

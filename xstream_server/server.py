@@ -13,7 +13,7 @@ import ctypes
 import importlib
 import logging
 import resource
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
@@ -21,10 +21,12 @@ from .app import App
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
 from .private import private_directory
+from .protocol import Status
 from .settings import ServerSettings
 from .state import RedisStateStore, StateUnavailable
 from .storage import FileStorage
 from .transport import TcpTransportServer
+from .transport.http import HttpContext, HttpTransportServer, build_http_app
 from .transport.limits import SharedLimits
 
 __all__ = ["Server", "load_app"]
@@ -77,6 +79,17 @@ class Server:
         self.transport: TcpTransportServer | None = None
         self.store: RedisStateStore | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # The HTTP face exists before the engine does, so that it can be mounted into
+        # another ASGI application (run the server in that application's lifespan).
+        self._http_context = HttpContext(app, stall_timeout=settings.raw_stall_timeout)
+        self.http_app = build_http_app(
+            self._http_context,
+            max_payload=settings.max_payload,
+            cors_origins=settings.http_cors_origins,
+        )
+        self.http: HttpTransportServer | None = None
+        self.http_host = settings.http_host
+        self.http_port: int | None = None
 
     async def start(self) -> None:
         _raise_open_file_limit()
@@ -107,6 +120,12 @@ class Server:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
         self.transport = TcpTransportServer(self.engine, self.settings, self.shared_limits)
         self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
+        self._http_context.engine = self.engine
+        if self.settings.http:
+            self.http = HttpTransportServer(self.http_app, self.settings.shutdown_timeout)
+            self.http_host, self.http_port = await self.http.start(
+                self.settings.http_host, self.settings.http_port
+            )
         loop = asyncio.get_running_loop()
         maintenance = self.engine.maintenance
         self._background = [
@@ -115,9 +134,10 @@ class Server:
             loop.create_task(self._sweep_periodically()),
         ]
         log.info(
-            "xstream listening on %s:%d (redis: %s%s, data: %s, fsync: %s)",
+            "xstream listening on %s:%d%s (redis: %s%s, data: %s, fsync: %s)",
             self.host,
             self.port,
+            f", http://{self.http_host}:{self.http_port}" if self.http else "",
             redact_url(self.redis_url),
             ", embedded" if self.embedded_redis else "",
             data_dir,
@@ -154,8 +174,12 @@ class Server:
         log.info("shutting down")
         if self.engine is not None:
             self.engine.shut_down()
+        # Request bodies still arriving end here: what came is made durable and answered.
+        self._http_context.windows.stop_all(Status.UNAVAILABLE, "server shutting down")
         if self.transport is not None:
             await self.transport.close()
+        if self.http is not None:
+            await self.http.close()
         if self.engine is not None:
             await self.engine.wait_settled(self.settings.shutdown_timeout)
         for task in self._background:
@@ -169,6 +193,12 @@ class Server:
             await self.embedded_redis.stop()
         self._closed.set()
         log.info("stopped")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """The server as the lifespan of an ASGI application that mounts ``http_app``."""
+        async with self:
+            yield
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

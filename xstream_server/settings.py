@@ -20,6 +20,12 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=7070, ge=0, le=65535)
+    # The HTTP face (tus, request routes), served beside TCP in the same process and loop.
+    http: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=7080, ge=0, le=65535)
+    # Origins a browser may upload from ("*": any), for CORS.
+    http_cors_origins: tuple[str, ...] = ("*",)
     data_dir: Path = Path("data")
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from xstream_server import App, CompletedUpload
-from xstream_server.engine import Accepted, Completion, Refused, StreamEngine, StreamStatus
+from xstream_server.engine import (
+    Accepted,
+    Completion,
+    PartCheck,
+    Refused,
+    StreamEngine,
+    StreamStatus,
+)
 from xstream_server.protocol import DataFormat, Status, StreamRequest
 from xstream_server.settings import ServerSettings
 from xstream_server.state import RedisStateStore
@@ -93,7 +100,7 @@ async def append(
     for start in range(0, len(data), 10 * KiB):
         await window.write(data[start : start + 10 * KiB])
     if window.remaining and end:
-        window.stop(Status.OK, "body ended")
+        window.body_ended()
     completion = await window.result()
     assert completion is not None
     return completion
@@ -223,3 +230,194 @@ async def test_unknown_key_and_closed_engine(make_engine: EngineFactory) -> None
     refused = await engine.open_stream(request(10), "client")
     assert isinstance(refused, Refused)
     assert refused.status == Status.UNAVAILABLE
+
+
+async def test_terminate_stops_an_open_window_and_deletes_the_stream(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    """tus termination: a window still receiving is stopped (its client is told 409, as in a
+    takeover), then the record and the part are gone and the key answers 410."""
+    engine = make_engine(make_app([]))
+    opened = await engine.open_stream(request(100 * KiB), "client")
+    assert isinstance(opened, Accepted)
+    key = opened.session.key
+    window = engine.receive(opened, Tap())
+    await window.write(os.urandom(10 * KiB))
+    assert await engine.terminate(key) is None
+    stopped = await window.result()
+    assert stopped is not None
+    assert stopped.status == Status.CONFLICT
+    assert not (tmp_path / "streams" / "parts" / f"{key}.part").exists()
+    gone = await engine.status(key)
+    assert isinstance(gone, Refused)
+    assert gone.status == Status.GONE
+    again = await engine.terminate(key)
+    assert isinstance(again, Refused)
+    assert again.status == Status.GONE
+    assert not engine.sessions
+
+
+async def _checked_append(
+    engine: StreamEngine,
+    key: str,
+    total: int,
+    offset: int,
+    data: bytes,
+    expected: bytes,
+    *,
+    leave: bool = False,
+) -> Completion | None:
+    """A tus PATCH with ``Upload-Checksum: sha1 <expected>``; ``leave``: the client goes
+    away after the bytes instead of ending its body."""
+    opened = await engine.open_stream(request(total, key), "client", offset=offset)
+    assert isinstance(opened, Accepted)
+    window = engine.receive(opened, Tap(), PartCheck(hashlib.sha1(), expected))
+    for start in range(0, len(data), 10 * KiB):
+        await window.write(data[start : start + 10 * KiB])
+    if window.remaining:
+        window.client_gone() if leave else window.body_ended()
+    return await window.result()
+
+
+@pytest.mark.parametrize("inline_writes", [True, False], ids=["inline", "pooled"])
+async def test_checked_parts_count_only_when_they_match(
+    make_engine: EngineFactory, tmp_path: Path, inline_writes: bool
+) -> None:
+    """A part with a checksum: a mismatch (or a client that leaves before its end) cuts the
+    part off, the offset stays, and the stream's sha256 never saw those bytes; a match
+    counts like any part. Checkpoints wait for the verdict (cadence of 1 MiB < part)."""
+    engine = make_engine(make_app([]), inline_writes=inline_writes, checkpoint_bytes=1024 * KiB)
+    data = os.urandom(3 * 1024 * KiB)
+    created = await engine.create_stream(request(len(data)), "client")
+    assert isinstance(created, StreamStatus)
+    key, part = created.key, tmp_path / "streams" / "parts" / f"{created.key}.part"
+    first = data[: 1536 * KiB]
+    good = hashlib.sha1(first).digest()
+
+    bad = await _checked_append(engine, key, len(data), 0, first, b"\0" * 20)
+    assert bad is not None
+    assert (bad.status, bad.missing) == (Status.CHECKSUM_MISMATCH, len(data))
+    assert part.stat().st_size == 0
+    assert (await engine.status(key)).offset == 0  # type: ignore[union-attr]
+
+    left = await _checked_append(engine, key, len(data), 0, first[:100], good, leave=True)
+    assert left is None
+    assert part.stat().st_size == 0
+    assert (await engine.status(key)).offset == 0  # type: ignore[union-attr]
+
+    ok = await _checked_append(engine, key, len(data), 0, first, good)
+    assert ok is not None
+    assert (ok.status, ok.missing) == (Status.OK, len(data) - len(first))
+    assert (await engine.status(key)).offset == len(first)  # type: ignore[union-attr]
+
+    rest = data[len(first) :]
+    wrong = await _checked_append(engine, key, len(data), len(first), rest, b"\1" * 20)
+    assert wrong is not None
+    assert wrong.status == Status.CHECKSUM_MISMATCH
+    assert part.stat().st_size == len(first)
+    last = await _checked_append(
+        engine, key, len(data), len(first), rest, hashlib.sha1(rest).digest()
+    )
+    assert last is not None
+    assert (last.status, last.missing) == (Status.OK, 0)
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert not engine.sessions
+
+
+async def test_deferred_length(make_engine: EngineFactory) -> None:
+    """tus creation-defer-length: a stream whose length is said later. Windows are kept to
+    what the client has (``at_most``), the length cannot go below the offset nor change
+    once said, and the stream completes with the sha256 of its bytes."""
+    completed: list[CompletedUpload] = []
+    engine = make_engine(make_app(completed))
+    data = os.urandom(150 * KiB)
+    bound = 1 << 40  # the route's max_size: the most a deferred stream may hold
+    created = await engine.create_stream(request(bound), "client", length_deferred=True)
+    assert isinstance(created, StreamStatus)
+    assert created.length_deferred
+    key = created.key
+
+    opened = await engine.open_stream(request(bound, key), "client", offset=0, at_most=100 * KiB)
+    assert isinstance(opened, Accepted)
+    assert opened.window == 100 * KiB
+    window = engine.receive(opened, Tap())
+    await window.write(data[: 100 * KiB])
+    first = await window.result()
+    assert first is not None
+    assert first.status == Status.OK
+
+    short = await engine.set_length(key, 99 * KiB)
+    assert isinstance(short, Refused)
+    assert short.status == Status.CONFLICT
+    too_big = await engine.set_length(key, bound + 1)
+    assert isinstance(too_big, Refused)
+    assert too_big.status == Status.TOO_LARGE
+    fixed = await engine.set_length(key, len(data))
+    assert isinstance(fixed, StreamStatus)
+    assert (fixed.total, fixed.offset, fixed.length_deferred) == (len(data), 100 * KiB, False)
+    assert isinstance(await engine.set_length(key, len(data)), StreamStatus)  # same: fine
+    changed = await engine.set_length(key, len(data) + 1)
+    assert isinstance(changed, Refused)
+    assert changed.status == Status.CONFLICT
+
+    last = await append(engine, key, len(data), 100 * KiB, data[100 * KiB :])
+    assert isinstance(last, Completion)
+    assert (last.status, last.missing) == (Status.OK, 0)
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert completed[0].size == len(data)
+
+
+async def test_concatenation_of_partial_streams(make_engine: EngineFactory) -> None:
+    """tus concatenation: partial streams complete without running the handler; a final
+    stream made of them (through windows smaller than it) runs it once, with the sha256 of
+    the parts end to end; incomplete or non-partial parts are refused."""
+    completed: list[CompletedUpload] = []
+    app = App()
+
+    @app.stream(ROUTE, min_buffer=KiB, max_buffer=64 * KiB, max_window=70 * KiB)
+    async def done(upload: CompletedUpload) -> Any:
+        completed.append(upload)
+        return {"bytes": upload.size}
+
+    engine = make_engine(app)
+    pieces = [os.urandom(n) for n in (100 * KiB, 1, 60 * KiB + 3)]
+    keys = []
+    for piece in pieces:
+        created = await engine.create_stream(request(len(piece)), "client", partial=True)
+        assert isinstance(created, StreamStatus)
+        assert created.partial
+        offset = 0
+        while offset < len(piece):  # windows of at most 70 KiB
+            opened = await engine.open_stream(
+                request(len(piece), created.key), "client", offset=offset
+            )
+            assert isinstance(opened, Accepted)
+            window = engine.receive(opened, Tap())
+            await window.write(piece[offset : offset + opened.window])
+            answer = await window.result()
+            assert answer is not None
+            offset = len(piece) - answer.missing
+        keys.append(created.key)
+    assert completed == []  # parts are not uploads of their own
+
+    unfinished = await engine.create_stream(request(10), "client", partial=True)
+    plain = await engine.create_stream(request(10), "client")
+    assert isinstance(unfinished, StreamStatus) and isinstance(plain, StreamStatus)
+    for bad, status in ((unfinished.key, Status.BAD_REQUEST), (plain.key, Status.BAD_REQUEST)):
+        refused = await engine.concatenate(request(1), "client", [keys[0], bad])
+        assert isinstance(refused, Refused)
+        assert refused.status == status
+    gone = await engine.concatenate(request(1), "client", ["nope"])
+    assert isinstance(gone, Refused)
+    assert gone.status == Status.GONE
+
+    made = await engine.concatenate(request(1), "client", keys)
+    assert not isinstance(made, Refused)
+    final, completion = made
+    data = b"".join(pieces)
+    assert (final.total, final.offset, final.complete) == (len(data), len(data), True)
+    assert final.concat == tuple(keys)
+    assert completion.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert [upload.key for upload in completed] == [final.key]
+    assert completed[0].path.read_bytes() == data
+    assert not engine.sessions

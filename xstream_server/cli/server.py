@@ -1,4 +1,4 @@
-"""``xstream-server``: serve an App over TCP, with an embedded Redis unless one is named.
+"""``xstream-server``: serve an App over TCP and HTTP, with an embedded Redis unless one is named.
 
 Every option can also come from an ``XSTREAM_*`` environment variable (``XSTREAM_PORT``,
 ``XSTREAM_REDIS_URL``, ``XSTREAM_FSYNC``...); a flag wins over the variable.
@@ -29,6 +29,9 @@ __all__ = ["main"]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", help="Interface to listen on [127.0.0.1].")
 @click.option("--port", type=int, help="TCP port; 0 picks a free one [7070].")
+@click.option("--http-host", help="Interface of the HTTP face (tus) [127.0.0.1].")
+@click.option("--http-port", type=int, help="HTTP port; 0 picks a free one [7080].")
+@click.option("--http/--no-http", default=None, help="Serve the HTTP face [on].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where streams live [./data].")
 @click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")
 @click.option("--app", "app_spec", help="module:attribute of the App to serve [handlers:app].")

@@ -17,13 +17,21 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   ``await write(data)`` for one that is handed bytes. The window pauses and resumes the
   transport's reading through ``reading`` (a ``ReadControl``), ends by itself when the
   bytes are in or storage fails, and is ended early by ``stop(status, message)`` (timeout,
-  shutdown; takeovers call it too) or ``client_gone()``. ``await result()`` is the
+  shutdown; takeovers call it too), ``body_ended()`` (the sender has no more bytes for
+  it: an HTTP body shorter than the window) or ``client_gone()``. With a ``PartCheck``
+  (``receive(accepted, reading, check)``, a tus ``Upload-Checksum``) the window's bytes
+  count only once they match it: a mismatch cuts them off and answers 460. ``await result()`` is the
   completion to send, or None when nobody is left to answer.
 * A window of W = 0 (the stream is complete, or finalized before a crash) has no
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
-* ``create_stream(request, client)`` creates a stream without a window (tus creation);
+* ``create_stream(request, client, length_deferred=False)`` creates a stream without a
+  window (tus creation; with a deferred length, ``set_length(key, total)`` says it later,
+  and ``open_stream(..., at_most=n)`` keeps each window to the bytes the client has;
+  ``partial=True`` makes a part of a tus concatenation, and ``concatenate(request,
+  client, keys)`` a stream of complete parts put end to end);
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
-  durable bytes (downloads).
+  durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
+  termination), stopping a window still open on it first.
 
 How a new transport plugs in: byte-stream transports (TCP today; WebSocket and uTP next)
 reuse ``transport.driver.ConnectionDriver``, which runs the sans-IO protocol core against
@@ -45,7 +53,7 @@ from .engine import StreamEngine
 from .errors import new_key, status_of_error
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus, completion_of
 from .session import StreamSession
-from .window import SETTLING, STORAGE, RawWindow, ReadControl
+from .window import SETTLING, STORAGE, PartCheck, RawWindow, ReadControl
 
 __all__ = [
     "SETTLING",
@@ -54,6 +62,7 @@ __all__ = [
     "Accepted",
     "Completion",
     "Engine",
+    "PartCheck",
     "RawWindow",
     "ReadControl",
     "Refused",

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from ..protocol import Request, StreamRequest
-from .outcomes import Accepted, Refused, Response, StreamStatus
-from .window import RawWindow, ReadControl
+from .outcomes import Accepted, Completion, Refused, Response, StreamStatus
+from .window import PartCheck, RawWindow, ReadControl
 
 __all__ = ["Engine"]
 
@@ -30,18 +30,40 @@ class Engine(Protocol):
     async def handle_request(self, request: Request) -> Response: ...
 
     async def open_stream(
-        self, request: StreamRequest, client: str, *, offset: int | None = None
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        offset: int | None = None,
+        at_most: int | None = None,
     ) -> Accepted | Refused: ...
 
-    def receive(self, accepted: Accepted, reading: ReadControl) -> RawWindow: ...
+    def receive(
+        self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
+    ) -> RawWindow: ...
 
     async def create_stream(
-        self, request: StreamRequest, client: str
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+    ) -> StreamStatus | Refused: ...
+
+    async def concatenate(
+        self, request: StreamRequest, client: str, parts: Sequence[str]
+    ) -> tuple[StreamStatus, Completion] | Refused: ...
+
+    async def set_length(
+        self, key: str, total: int, authorization: str | None = None
     ) -> StreamStatus | Refused: ...
 
     async def status(
         self, key: str, authorization: str | None = None
     ) -> StreamStatus | Refused: ...
+
+    async def terminate(self, key: str, authorization: str | None = None) -> Refused | None: ...
 
     def read(
         self, key: str, offset: int = 0, authorization: str | None = None

@@ -135,7 +135,9 @@ class Completer:
                     content,
                     attempt,
                 )
-                payload, reply_format, extra = encode_reply(await route.on_complete(upload))
+                # A part of a tus concatenation is not an upload of its own: no handler.
+                reply = None if record.partial else await route.on_complete(upload)
+                payload, reply_format, extra = encode_reply(reply)
             except RouteError as exc:
                 status, message = exc.status, exc.message
             except Exception:

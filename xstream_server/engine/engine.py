@@ -4,9 +4,10 @@ docstring for the API and how a transport plugs in)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Final
 
 from ..app import App, RequestRoute, RouteError, StreamRoute
@@ -21,7 +22,7 @@ from .negotiation import Negotiator
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus
 from .registry import LiveStreams
 from .session import StreamSession
-from .window import RawWindow, ReadControl
+from .window import PartCheck, RawWindow, ReadControl
 
 __all__ = ["StreamEngine"]
 
@@ -75,28 +76,139 @@ class StreamEngine:
         return await self._dispatcher.handle(request)
 
     async def open_stream(
-        self, request: StreamRequest, client: str, *, offset: int | None = None
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        offset: int | None = None,
+        at_most: int | None = None,
     ) -> Accepted | Refused:
         """Negotiate a window: a new stream (no key) or a resume (taking the stream over from
         an older connection if need be). ``offset``, when the client states one (tus
-        PATCH), must be the durable offset, else 409."""
+        PATCH), must be the durable offset, else 409. ``at_most``: the client has no more
+        than this many bytes now (a PATCH's Content-Length); the window is no larger."""
         if self._shutting_down:
             return Refused(Status.UNAVAILABLE, "server shutting down")
-        return await self._negotiator.open(request, client, offset=offset)
+        return await self._negotiator.open(request, client, offset=offset, at_most=at_most)
 
-    def receive(self, accepted: Accepted, reading: ReadControl) -> RawWindow:
-        """The receiving side of a granted window (``Accepted.window`` > 0)."""
+    def receive(
+        self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
+    ) -> RawWindow:
+        """The receiving side of a granted window (``Accepted.window`` > 0); with ``check``,
+        its bytes count only if they match it (see ``PartCheck``)."""
         if accepted.window < 1:
             raise ValueError("a window of no bytes has nothing to receive: finish its session")
-        return RawWindow(accepted, reading, self._track, self._shared_buffer)
+        return RawWindow(accepted, reading, self._track, self._shared_buffer, check)
 
-    async def create_stream(self, request: StreamRequest, client: str) -> StreamStatus | Refused:
+    async def create_stream(
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+    ) -> StreamStatus | Refused:
         """Create a stream without granting a window (tus creation); its key is in the
-        status. Bytes come later through ``open_stream`` with the key."""
+        status. Bytes come later through ``open_stream`` with the key. With
+        ``length_deferred`` (tus creation-defer-length) ``request.total`` is the most the
+        stream may hold until ``set_length`` says how long it is. A ``partial`` stream (tus
+        concatenation) runs no handler when complete: it is there to be ``concatenate``d."""
         if self._shutting_down:
             return Refused(Status.UNAVAILABLE, "server shutting down")
-        created = await self._negotiator.create(request, client)
+        created = await self._negotiator.create(
+            request, client, length_deferred=length_deferred, partial=partial
+        )
         return created if isinstance(created, Refused) else _status_of(created)
+
+    async def concatenate(
+        self, request: StreamRequest, client: str, parts: Sequence[str]
+    ) -> tuple[StreamStatus, Completion] | Refused:
+        """A new stream on ``request.route`` made of complete partial streams, in order
+        (tus concatenation, final upload). Their bytes are poured through windows of the new
+        stream like any upload's, so it is hashed, checkpointed and completed (its handler
+        run) the same way. ``request.total`` is ignored: the sum of the parts'."""
+        if not parts:
+            return Refused(Status.BAD_REQUEST, "no partial uploads to concatenate")
+        found: list[StreamStatus] = []
+        for key in parts:
+            part = await self.status(key, request.authorization)
+            if isinstance(part, Refused):
+                return part
+            if part.route != request.route or not part.partial:
+                return Refused(Status.BAD_REQUEST, f"{key} is not a partial upload of this route")
+            if not part.complete:
+                return Refused(Status.BAD_REQUEST, f"partial upload {key} is not complete")
+            found.append(part)
+        total = sum(part.total for part in found)
+        whole = dataclasses.replace(request, total=total)
+        created = await self._negotiator.create(whole, client, concat=tuple(parts))
+        if isinstance(created, Refused):
+            return created
+        key = created.key
+        offset = 0
+        completion: Completion | None
+        while True:
+            opened = await self.open_stream(
+                dataclasses.replace(whole, key=key), client, offset=offset
+            )
+            if isinstance(opened, Refused):
+                return opened
+            if not opened.window:
+                completion = await opened.session.finish()
+                break
+            window = self.receive(opened, _Unpaused())
+            async for chunk in self._concatenated(found, offset, opened.window):
+                await window.write(chunk)
+            completion = await window.result()
+            if completion is None or completion.status != Status.OK or not completion.missing:
+                break
+            offset = total - completion.missing
+        status = await self.status(key, request.authorization)
+        if isinstance(status, Refused):
+            return status
+        if completion is None:
+            return Refused(Status.SERVER_ERROR, "concatenation interrupted")
+        return status, completion
+
+    async def _concatenated(
+        self, parts: Sequence[StreamStatus], offset: int, size: int
+    ) -> AsyncIterator[bytes]:
+        """``size`` bytes of the parts put end to end, from ``offset``."""
+        start = 0
+        for part in parts:
+            end = start + part.total
+            if offset < end and size > 0:
+                async for chunk in self.read(part.key, max(0, offset - start)):
+                    piece = chunk[:size]
+                    size -= len(piece)
+                    yield piece
+                    if size <= 0:
+                        return
+            start = end
+
+    async def set_length(
+        self, key: str, total: int, authorization: str | None = None
+    ) -> StreamStatus | Refused:
+        """Say the length of a stream created with a deferred one; its status after. 409
+        when the length is known already (and differs) or below the stream's offset."""
+        found = await self.status(key, authorization)
+        if isinstance(found, Refused):
+            return found
+        try:
+            refused = await self._negotiator.set_total(key, total)
+        except StateUnavailable:
+            return Refused(Status.UNAVAILABLE, "state store unreachable")
+        return refused or await self.status(key, authorization)
+
+    async def terminate(self, key: str, authorization: str | None = None) -> Refused | None:
+        """Delete a stream and its stored bytes (tus termination); a window open on it is
+        stopped first. None when done; 410 when unknown, 403 when someone else's."""
+        if self._shutting_down:
+            return Refused(Status.UNAVAILABLE, "server shutting down")
+        found = await self.status(key, authorization)
+        if isinstance(found, Refused):
+            return found
+        return await self._negotiator.terminate(key)
 
     async def status(self, key: str, authorization: str | None = None) -> StreamStatus | Refused:
         """A stream's durable state; 410 when unknown, 403 when it is someone else's."""
@@ -173,6 +285,16 @@ class StreamEngine:
         return None
 
 
+class _Unpaused:
+    """The reading tap of bytes the engine pours itself: written one chunk at a time."""
+
+    def pause_reading(self, reason: str) -> None:
+        return None
+
+    def resume_reading(self, reason: str) -> None:
+        return None
+
+
 def _status_of(record: StreamRecord) -> StreamStatus:
     complete = record.state is StreamState.COMPLETE
     return StreamStatus(
@@ -183,4 +305,7 @@ def _status_of(record: StreamRecord) -> StreamStatus:
         complete,
         None if complete else record.updated + record.expiry,
         record.metadata,
+        record.length_deferred,
+        record.partial,
+        record.concat,
     )

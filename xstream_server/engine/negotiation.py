@@ -59,17 +59,23 @@ class Negotiator:
         return f"{self.instance}:{next(self._serial)}"
 
     async def open(
-        self, request: StreamRequest, client: str, *, offset: int | None = None
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        offset: int | None = None,
+        at_most: int | None = None,
     ) -> Accepted | Refused:
         """Grant a window of ``request``'s stream. ``offset``: where the client says its bytes
-        start (tus); anything but the durable offset is refused with 409."""
+        start (tus); anything but the durable offset is refused with 409. ``at_most``: the
+        client has no more bytes than this to send now (the window is no larger)."""
         route = self.app.routes.get(request.route)
         if route is None:
             return Refused(Status.NOT_FOUND, f"no route {request.route}")
         if not isinstance(route, StreamRoute):
             return Refused(Status.METHOD_NOT_ALLOWED, "this route does not take streams")
         try:
-            return await self._open(route, request, client, offset)
+            return await self._open(route, request, client, offset, at_most)
         except RouteError as exc:
             return Refused(exc.status, exc.message)
         except (StateUnavailable, LeaseLost, StorageError) as exc:
@@ -81,15 +87,27 @@ class Negotiator:
             log.exception("stream request on %s failed", request.route)
             return Refused(Status.SERVER_ERROR, "internal error")
 
-    async def create(self, request: StreamRequest, client: str) -> StreamRecord | Refused:
-        """Create a stream without granting a window yet (tus creation)."""
+    async def create(
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+        concat: tuple[str, ...] | None = None,
+    ) -> StreamRecord | Refused:
+        """Create a stream without granting a window yet (tus creation); with
+        ``length_deferred`` its length is said later (``set_total``) and ``request.total`` is
+        the most it may be."""
         route = self.app.routes.get(request.route)
         if not isinstance(route, StreamRoute):
             return Refused(Status.NOT_FOUND, f"no stream route {request.route}")
         owner = self.new_owner()
         try:
             principal = await route.auth(request.authorization) if route.auth else None
-            record = await self._create(route, request, principal, owner)
+            record = await self._create(
+                route, request, principal, owner, length_deferred, partial, concat
+            )
             await self.store.release_lease(record.key, owner)
         except RouteError as exc:
             return Refused(exc.status, exc.message)
@@ -100,8 +118,47 @@ class Negotiator:
             return Refused(Status.SERVER_ERROR, "internal error")
         return record
 
+    async def terminate(self, key: str) -> Refused | None:
+        """Delete ``key``'s record and part (tus termination). A window still open on it,
+        here or in another instance, is stopped first, as a takeover does; the finished file
+        of a complete stream is left to the app, whose handler has run."""
+        owner = self.new_owner()
+        try:
+            refused = await self._take_lease(key, owner)
+            if refused is not None:
+                return refused
+            await self.storage.discard(key)
+            await self.store.delete(key)  # the lease goes with the record
+        except (StateUnavailable, StorageError) as exc:
+            return Refused(*status_of_error(exc))
+        self.live.forget(key)
+        log.info("stream %s terminated", key)
+        return None
+
+    async def set_total(self, key: str, total: int) -> Refused | None:
+        """Say the length of a stream created with a deferred one."""
+        record = await self.store.get(key)
+        route = self.app.routes.get(record.route) if record is not None else None
+        if record is None or not isinstance(route, StreamRoute):
+            return Refused(Status.GONE, "stream key unknown or expired")
+        if total > route.max_size:
+            return Refused(Status.TOO_LARGE, f"stream of {total} bytes, at most {route.max_size}")
+        answer = await self.store.set_total(key, total)
+        if answer == "ok" or (answer == "known" and record.total == total):
+            return None
+        if answer == "gone":
+            return Refused(Status.GONE, "stream key unknown or expired")
+        if answer == "short":
+            return Refused(Status.CONFLICT, f"the stream holds {record.offset} bytes already")
+        return Refused(Status.CONFLICT, f"the stream's length is {record.total} already")
+
     async def _open(
-        self, route: StreamRoute, request: StreamRequest, client: str, offset: int | None
+        self,
+        route: StreamRoute,
+        request: StreamRequest,
+        client: str,
+        offset: int | None,
+        at_most: int | None,
     ) -> Accepted | Refused:
         principal = await route.auth(request.authorization) if route.auth else None
         # Streams are counted per principal, else per address; taking over a stream open
@@ -125,7 +182,7 @@ class Negotiator:
             if refused is not None:
                 return refused
         try:
-            accepted = await self._grant(route, request, record, owner, principal, client)
+            accepted = await self._grant(route, request, record, owner, principal, client, at_most)
         except BaseException:
             with contextlib.suppress(StateUnavailable):
                 await self.store.release_lease(record.key, owner)
@@ -136,7 +193,14 @@ class Negotiator:
         return accepted
 
     async def _create(
-        self, route: StreamRoute, request: StreamRequest, principal: str | None, owner: str
+        self,
+        route: StreamRoute,
+        request: StreamRequest,
+        principal: str | None,
+        owner: str,
+        length_deferred: bool = False,
+        partial: bool = False,
+        concat: tuple[str, ...] | None = None,
     ) -> StreamRecord:
         if request.total > route.max_size:
             raise RouteError(
@@ -162,6 +226,9 @@ class Negotiator:
             metadata=dict(request.metadata),
             principal=principal,
             checksum=request.checksum,
+            length_deferred=length_deferred,
+            partial=partial,
+            concat=concat,
         )
         await self.store.create(record, owner)
         log.debug("stream %s created on %s: %d bytes", record.key, route.path, record.total)
@@ -217,6 +284,7 @@ class Negotiator:
         owner: str,
         principal: str | None,
         client: str,
+        at_most: int | None = None,
     ) -> Accepted:
         if request.key is not None:
             # Reread under the lease: the previous owner may have checkpointed after we looked.
@@ -244,7 +312,9 @@ class Negotiator:
                     )
                 await self.store.checkpoint(record.key, owner, writer.offset, force=True)
             offset = writer.offset
-            window = await self._window(route, record, offset, principal, request.key is not None)
+            window = await self._window(
+                route, record, offset, principal, request.key is not None, at_most
+            )
         except BaseException:
             await writer.close()
             raise
@@ -268,13 +338,17 @@ class Negotiator:
         offset: int,
         principal: str | None,
         resume: bool,
+        at_most: int | None = None,
     ) -> int:
-        """How many bytes to grant from ``offset``: what remains, within the route's limit,
-        the room not promised to other windows, and the accept hook's answer."""
+        """How many bytes to grant from ``offset``: what remains, within the route's limit
+        and what the client has now, the room not promised to other windows, and the
+        accept hook's answer."""
         remaining = record.total - offset
         window = remaining
         if route.max_window is not None:
             window = min(window, route.max_window)
+        if at_most is not None:
+            window = min(window, at_most)
         if not remaining:
             return 0
         # Reserved from here until the session holds it: no await may run between

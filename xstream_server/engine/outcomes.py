@@ -77,6 +77,9 @@ class StreamStatus:
     complete: bool
     expires: float | None  # epoch seconds; None once complete
     metadata: Mapping[str, str]
+    length_deferred: bool = False  # ``total`` is then the most it may hold
+    partial: bool = False  # a part of a tus concatenation
+    concat: tuple[str, ...] | None = None  # the partial keys a final stream is made of
 
 
 def completion_of(key: str, result: StoredResult) -> Completion:

@@ -79,6 +79,9 @@ class StreamSession:
         self._checkpoint_error: Exception | None = None
         self._released = asyncio.Event()
         self._on_stop: StopCallback | None = None
+        # While a window's bytes await their verification (see ``hold``): what they are fed
+        # to instead of the running sha256.
+        self._held: _HeldDigests | None = None
 
     @property
     def written(self) -> int:
@@ -98,14 +101,42 @@ class StreamSession:
         """True when the transport may store bytes with ``write_now`` (no await)."""
         return self._writer.inline
 
+    def hold(self, check: Digest) -> None:
+        """Keep this window's bytes tentative until ``commit`` or ``roll_back``: they are fed
+        to ``check`` and to a copy of the running sha256, and no checkpoint records them.
+        (A tus PATCH with ``Upload-Checksum``: none of its bytes may count before the
+        checksum is verified.)"""
+        if self.written != self.durable or self._checkpointing is not None:
+            raise RuntimeError("hold() must come before the window's first byte")
+        copy = self._hasher.copy() if self._hasher is not None else None
+        self._held = _HeldDigests(check, copy)
+
+    def commit(self) -> None:
+        """The held bytes are verified: they count from now on (checkpoints, the sha256)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._hasher = held.running
+
+    async def roll_back(self) -> None:
+        """The held bytes are refused: cut the part back to the durable offset; the running
+        sha256 never saw them."""
+        held, self._held = self._held, None
+        if held is not None and self.written > self.durable:
+            await self._writer.truncate(self.durable)
+
+    def _digest(self) -> Digest | None:
+        return self._held if self._held is not None else self._hasher
+
     def write_now(self, data: memoryview) -> None:
         """Store raw bytes from the event loop (see ``inline``)."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
-            self._writer.write_now(data, self._hasher)
+            self._writer.write_now(data, self._digest())
         except StorageError:
             self._hasher = None  # a partial write: the part is hashed at completion
+            if self._held is not None:
+                self._held.running = None
             raise
         self._after_write()
 
@@ -114,18 +145,24 @@ class StreamSession:
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
-            await self._writer.write(data, self._hasher)
+            await self._writer.write(data, self._digest())
         except StorageError:
             self._hasher = None  # a partial write: the part is hashed at completion
+            if self._held is not None:
+                self._held.running = None
             raise
         self._after_write()
 
     def _after_write(self) -> None:
-        """Start a checkpoint when the byte or time cadence says so."""
+        """Start a checkpoint when the byte or time cadence says so (never for held bytes)."""
         if (
-            self.written - self.durable >= self._settings.checkpoint_bytes
-            or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
-        ) and (self._checkpointing is None or self._checkpointing.done()):
+            self._held is None
+            and (
+                self.written - self.durable >= self._settings.checkpoint_bytes
+                or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
+            )
+            and (self._checkpointing is None or self._checkpointing.done())
+        ):
             # In the background: writing goes on while the fsync runs.
             self._last_checkpoint = time.monotonic()
             self._checkpointing = asyncio.get_running_loop().create_task(
@@ -228,6 +265,19 @@ class StreamSession:
             await self.release()
 
 
+class _HeldDigests:
+    """Feeds held bytes to the checksum being verified and to the running sha256's copy."""
+
+    def __init__(self, check: Digest, running: _Hash | None) -> None:
+        self.check = check
+        self.running = running
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        self.check.update(data)
+        if self.running is not None:
+            self.running.update(data)
+
+
 class NoWriter:
     """The writer of a window of zero bytes on a complete stream."""
 
@@ -252,6 +302,9 @@ class NoWriter:
 
     async def sync(self) -> None:
         return None
+
+    async def truncate(self, offset: int) -> None:
+        raise StorageError("the stream is complete")
 
     async def close(self) -> None:
         return None

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ..protocol import Status
 from .errors import status_of_error
 from .outcomes import Accepted, Completion
 
-__all__ = ["SETTLING", "STORAGE", "RawWindow", "ReadControl"]
+__all__ = ["SETTLING", "STORAGE", "PartCheck", "RawWindow", "ReadControl"]
 
 log = logging.getLogger("xstream.engine")
 
@@ -49,6 +51,27 @@ class ReadControl(Protocol):
     def resume_reading(self, reason: str) -> None: ...
 
 
+class CheckDigest(Protocol):
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PartCheck:
+    """A checksum the window's bytes must match before any of them count (a tus PATCH's
+    ``Upload-Checksum``): ``digest`` is fed every byte, ``expected`` is what it must give.
+    Until the window's end the bytes are neither checkpointed nor in the stream's sha256;
+    then they are kept if the body was whole and matches, and cut off otherwise (the
+    offset does not move)."""
+
+    digest: CheckDigest
+    expected: bytes
+
+    def matches(self) -> bool:
+        return hmac.compare_digest(self.digest.digest(), self.expected)
+
+
 class RawWindow:
     def __init__(
         self,
@@ -56,6 +79,7 @@ class RawWindow:
         reading: ReadControl,
         track: Callable[[asyncio.Task[None]], None],
         shared: memoryview,
+        check: PartCheck | None = None,
     ) -> None:
         session = accepted.session
         self.session = session
@@ -79,6 +103,10 @@ class RawWindow:
         self._track = track
         self._loop = asyncio.get_running_loop()
         self._outcome: asyncio.Future[Completion | None] = self._loop.create_future()
+        self._check = check
+        self._body_ended = False
+        if check is not None:
+            session.hold(check.digest)
         session.on_stop(self.stop)
 
     @property
@@ -175,6 +203,14 @@ class RawWindow:
         self._stop = (status, message)
         self._end()
 
+    def body_ended(self) -> None:
+        """The sender has no more bytes for this window (an HTTP body ended early): settle
+        what arrived as a whole part; the completion counts what is still missing."""
+        if self._ending or self._stop is not None:
+            return
+        self._body_ended = True
+        self.stop(Status.OK, "body ended")
+
     def client_gone(self) -> None:
         """The connection is gone: settle what arrived; nobody is left to answer."""
         self._end()
@@ -206,12 +242,26 @@ class RawWindow:
                     await session.write(self._views[self._current][: self._fill])
                 except Exception as exc:
                     error = exc
-            if done and error is None:
+            refused = False
+            if self._check is not None:
+                whole = error is None and (done or self._body_ended)
+                if whole and self._check.matches():
+                    session.commit()
+                else:
+                    refused = whole
+                    try:
+                        await session.roll_back()
+                    except Exception as exc:
+                        error = error or exc
+            if done and error is None and not refused:
                 completion = await session.finish()
             else:
-                status, message = (
-                    status_of_error(error) if error else self._stop or (Status.OK, "client left")
-                )
+                if refused:
+                    status, message = Status.CHECKSUM_MISMATCH, "checksum mismatch: part discarded"
+                elif error:
+                    status, message = status_of_error(error)
+                else:
+                    status, message = self._stop or (Status.OK, "client left")
                 completion = await session.abandon(status, message)
         except asyncio.CancelledError:
             self._outcome.cancel()
@@ -221,7 +271,7 @@ class RawWindow:
             return
         finally:
             self._views = []
-        if not done and error is None and self._stop is None:
+        if not done and error is None and self._stop is None and not refused:
             log.info("stream %s: client left, %d bytes missing", self.key, completion.missing)
             self._outcome.set_result(None)
         else:

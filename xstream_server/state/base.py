@@ -66,6 +66,13 @@ class StreamRecord:
     result: StoredResult | None = None
     sha256: str | None = None  # of the whole stream, recorded when it is finalized
     attempts: int = 0  # runs of the completion handler begun so far
+    # The client will say the length later (tus creation-defer-length); until then
+    # ``total`` is the most the stream may hold (the route's max_size).
+    length_deferred: bool = False
+    # tus concatenation: a partial stream (its completion runs no handler), or the keys of
+    # the partial streams a final one was made of.
+    partial: bool = False
+    concat: tuple[str, ...] | None = None
 
 
 class StateStore(Protocol):
@@ -100,6 +107,11 @@ class StateStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def set_total(self, key: str, total: int) -> str:
+        """Fix the length of a stream created with a deferred one: ``"ok"``, or ``"gone"``,
+        ``"known"`` (not deferred, or set already) or ``"short"`` (below its offset)."""
+        ...
 
     async def acquire_lease(self, key: str, owner: str, seconds: float) -> str | None:
         """Take the lease; return None on success, else the current owner."""

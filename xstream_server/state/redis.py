@@ -4,8 +4,11 @@ Key schema (``{K}`` is the stream key; the braces are Redis Cluster hash tags, s
 keys live in one slot and the Lua scripts below stay cluster-safe):
 
 ``xs:{K}:stream``  hash, the stream record: ``route total offset buffer format state created
-                   updated expiry metadata principal checksum``; once finalized, ``sha256``
-                   and ``attempts`` (completion handler runs begun); once complete,
+                   updated expiry metadata principal checksum``, ``deferred`` (``1`` while
+                   the length is still to be said; ``total`` is then the most it may be),
+                   ``partial`` (``1``: a part of a tus concatenation), ``concat`` (JSON
+                   list of the partial keys a final stream was made of); once finalized,
+                   ``sha256`` and ``attempts`` (completion handler runs begun); once complete,
                    ``result_status result_headers result_payload result_format``.
                    TTL: the stream's expiry, renewed at every checkpoint; twice that for
                    a finalized stream, or one whose handler never succeeded, so that the
@@ -88,6 +91,17 @@ if not expiry then return -2 end
 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(expiry) * 2)
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
+
+# KEYS: stream. ARGV: total.
+_SET_TOTAL: Final = """
+local fields = redis.call('HMGET', KEYS[1], 'deferred', 'offset')
+if not fields[2] then return 'gone' end
+if fields[1] ~= '1' then return 'known' end
+if tonumber(fields[2]) > tonumber(ARGV[1]) then return 'short' end
+redis.call('HSET', KEYS[1], 'total', ARGV[1])
+redis.call('HDEL', KEYS[1], 'deferred')
+return 'ok'
 """
 
 _RENEW: Final = """
@@ -192,6 +206,7 @@ class RedisStateStore:
         self._attempt = self._redis.register_script(_ATTEMPT)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._set_total = self._redis.register_script(_SET_TOTAL)
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
@@ -219,6 +234,12 @@ class RedisStateStore:
             fields["principal"] = record.principal
         if record.checksum is not None:
             fields["checksum"] = record.checksum
+        if record.length_deferred:
+            fields["deferred"] = 1
+        if record.partial:
+            fields["partial"] = 1
+        if record.concat is not None:
+            fields["concat"] = json.dumps(list(record.concat))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(_stream_key(record.key), mapping=cast(Any, fields))
             pipe.pexpire(_stream_key(record.key), _ms(record.expiry))
@@ -256,7 +277,15 @@ class RedisStateStore:
             result=result,
             sha256=_text(raw.get(b"sha256")),
             attempts=int(raw.get(b"attempts", 0)),
+            length_deferred=raw.get(b"deferred") == b"1",
+            partial=raw.get(b"partial") == b"1",
+            concat=tuple(json.loads(raw[b"concat"])) if b"concat" in raw else None,
         )
+
+    @_unavailable_on_redis_error
+    async def set_total(self, key: str, total: int) -> str:
+        answer = await self._set_total(keys=[_stream_key(key)], args=[total])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     @_unavailable_on_redis_error
     async def checkpoint(self, key: str, owner: str, offset: int, *, force: bool = False) -> None:

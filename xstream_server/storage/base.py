@@ -62,6 +62,11 @@ class PartWriter(Protocol):
         """Make every written byte survive a crash (fsync)."""
         ...
 
+    async def truncate(self, offset: int) -> None:
+        """Cut the part back to ``offset`` bytes (bytes written but refused); writing goes on
+        from there."""
+        ...
+
     async def close(self) -> None: ...
 
 

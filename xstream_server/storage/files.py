@@ -94,6 +94,14 @@ def _open_reconciled(path: Path, durable_offset: int) -> tuple[int, int]:
 
 
 _open_reconciled_async = aiofiles.os.wrap(_open_reconciled)
+
+
+def _cut_at(fd: int, offset: int) -> None:
+    os.ftruncate(fd, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+
+
+_cut = aiofiles.os.wrap(_cut_at)
 _close = aiofiles.os.wrap(os.close)
 
 
@@ -136,6 +144,15 @@ class FilePartWriter:
             await _fsync(self._fd)
         except OSError as exc:
             raise _storage_error(exc, "fsync") from exc
+
+    async def truncate(self, offset: int) -> None:
+        if offset > self._offset:
+            raise ValueError(f"cannot cut a part of {self._offset} bytes to {offset}")
+        try:
+            await _cut(self._fd, offset)
+        except OSError as exc:
+            raise _storage_error(exc, "truncating") from exc
+        self._offset = offset
 
     async def close(self) -> None:
         if self._fd < 0:

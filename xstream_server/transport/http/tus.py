@@ -1,0 +1,296 @@
+"""tus 1.0 on every stream route ``R``: ``/R`` takes creations (POST) and answers discovery
+(OPTIONS); ``/R/<key>`` is the upload: HEAD for its offset, PATCH to append, DELETE to
+terminate. Everything stream-related is the engine's; this module reads and writes headers.
+
+Extensions: creation, creation-with-upload, creation-defer-length, expiration,
+termination, concatenation (of complete partial uploads), checksum (sha1 and sha256: a
+PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and the
+offset does not move).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...app import StreamRoute
+from ...engine import PartCheck, Refused, StreamStatus
+from ...engine.window import CheckDigest
+from ...protocol import Status
+from .context import KEY, HttpContext, key_of
+from .errors import http_status, problem
+from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
+from .uploads import Appended, append, concatenate, create, lookup, set_length
+
+__all__ = [
+    "OFFSET_CONTENT_TYPE",
+    "TUS_EXTENSIONS",
+    "TUS_VERSION",
+    "TusEndpoint",
+    "parse_checksum",
+]
+
+TUS_VERSION: Final = "1.0.0"
+TUS_EXTENSIONS: Final = (
+    "creation",
+    "creation-with-upload",
+    "expiration",
+    "termination",
+    "checksum",
+    "creation-defer-length",
+    "concatenation",
+)
+# Upload-Checksum algorithms (tus makes sha1 mandatory).
+CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+}
+OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
+
+
+def parse_checksum(value: str | None) -> PartCheck | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>``."""
+    if value is None:
+        return None
+    algorithm, _, encoded = value.strip().partition(" ")
+    make = CHECKSUMS.get(algorithm.lower())
+    if make is None:
+        raise BadHeader(f"checksum algorithm {algorithm!r} not supported: {','.join(CHECKSUMS)}")
+    digest = make()
+    try:
+        expected = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error as exc:
+        raise BadHeader("Upload-Checksum digest is not base64") from exc
+    if len(expected) != len(digest.digest()):
+        raise BadHeader(f"Upload-Checksum is not a {algorithm} digest")
+    return PartCheck(digest, expected)
+
+
+class TusEndpoint:
+    """The tus face of one stream route."""
+
+    def __init__(self, context: HttpContext, route: StreamRoute) -> None:
+        self.context = context
+        self.route = route
+
+    # ---- responses ---------------------------------------------------------------------
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION, **(extra or {})}
+
+    def _problem(
+        self, status: int, message: str, extra: Mapping[str, str] | None = None
+    ) -> Response:
+        return problem(status, message, self._headers(extra))
+
+    def _refused(self, refused: Refused) -> Response:
+        return self._problem(http_status(refused.status), refused.message)
+
+    def _version_problem(self, request: Request) -> Response | None:
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            return self._problem(
+                412, f"Tus-Resumable {TUS_VERSION} required", {"Tus-Version": TUS_VERSION}
+            )
+        return None
+
+    def _location(self, request: Request, key: str) -> str:
+        return f"{request.scope.get('root_path', '')}{self.route.path}/{key}"
+
+    # ---- /R ----------------------------------------------------------------------------
+    def options(self) -> Response:
+        """Discovery; like every OPTIONS response it carries no Tus-Resumable."""
+        return Response(
+            status_code=204,
+            headers={
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Max-Size": str(self.route.max_size),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+            },
+        )
+
+    async def create(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        concat = request.headers.get("upload-concat", "").strip()
+        if concat.startswith("final;"):
+            return await self._create_final(request, concat.removeprefix("final;"))
+        if concat not in ("", "partial"):
+            return self._problem(400, "Upload-Concat must be partial or final;<uploads>")
+        try:
+            total = decimal_header(request, "upload-length")
+            metadata = parse_metadata(request.headers.get("upload-metadata", ""))
+            length = decimal_header(request, "content-length")
+            check = parse_checksum(request.headers.get("upload-checksum"))
+        except BadHeader as exc:
+            return self._problem(400, str(exc))
+        deferred = request.headers.get("upload-defer-length")
+        if deferred is not None and (deferred.strip() != "1" or total is not None):
+            return self._problem(400, "Upload-Defer-Length: 1, and then no Upload-Length")
+        if total is None and deferred is None:
+            return self._problem(400, "Upload-Length or Upload-Defer-Length required")
+        if total is not None and total > self.route.max_size:
+            return self._problem(413, f"upload of {total} bytes, at most {self.route.max_size}")
+        with_body = request.headers.get("content-type") == OFFSET_CONTENT_TYPE
+        if not with_body and length:
+            return self._problem(415, f"a body needs Content-Type: {OFFSET_CONTENT_TYPE}")
+        if with_body and length is not None and total is not None and length > total:
+            return self._problem(413, f"a body of {length} bytes for an upload of {total}")
+        if with_body and total is None and length is None:
+            return self._problem(411, "a body for an upload of deferred length needs its length")
+        created = await create(
+            self.context, self.route, request, total, metadata, partial=concat == "partial"
+        )
+        if isinstance(created, Refused):
+            return self._refused(created)
+        headers = {"Location": self._location(request, created.key)}
+        if created.expires is not None:
+            headers["Upload-Expires"] = http_date(created.expires)
+        if not with_body:
+            return Response(status_code=201, headers=self._headers(headers))
+        appended = await append(
+            self.context,
+            self.route,
+            request,
+            created.key,
+            created.total,
+            0,
+            check,
+            length if created.length_deferred else None,
+        )
+        return self._after_append(appended, 201, headers)
+
+    async def _create_final(self, request: Request, uploads: str) -> Response:
+        """A final upload (concatenation): the partial ones it is made of, in order, as
+        URLs or paths of this route's uploads."""
+        if "upload-length" in request.headers:
+            return self._problem(400, "a final upload takes no Upload-Length")
+        prefix = self._location(request, "")
+        keys = []
+        for url in uploads.split():
+            path = urlsplit(url).path
+            key = path.removeprefix(prefix)
+            if not path.startswith(prefix) or not KEY.fullmatch(key):
+                return self._problem(400, f"{url} is not an upload of {self.route.path}")
+            keys.append(key)
+        try:
+            metadata = parse_metadata(request.headers.get("upload-metadata", ""))
+        except BadHeader as exc:
+            return self._problem(400, str(exc))
+        made = await concatenate(self.context, self.route, request, keys, metadata)
+        if isinstance(made, Refused):
+            return self._refused(made)
+        final, completion = made
+        headers = {"Location": self._location(request, final.key)}
+        for name, value in completion.headers.items():
+            if name.startswith("x-stream-"):
+                headers[name] = str(value)
+        if completion.status != Status.OK:
+            return self._problem(http_status(completion.status), completion.message or "", headers)
+        return Response(status_code=201, headers=self._headers(headers))
+
+    # ---- /R/<key> ----------------------------------------------------------------------
+    async def head(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        found = await self._find(request)
+        if not isinstance(found, StreamStatus):
+            return found
+        headers = {"Upload-Offset": str(found.offset), "Cache-Control": "no-store"}
+        if found.length_deferred:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(found.total)
+        if found.partial:
+            headers["Upload-Concat"] = "partial"
+        elif found.concat is not None:
+            parts = " ".join(self._location(request, key) for key in found.concat)
+            headers["Upload-Concat"] = f"final;{parts}"
+        if found.metadata:
+            headers["Upload-Metadata"] = encode_metadata(found.metadata)
+        if found.expires is not None:
+            headers["Upload-Expires"] = http_date(found.expires)
+        return Response(status_code=200, headers=self._headers(headers))
+
+    async def patch(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
+            return self._problem(415, f"PATCH takes Content-Type: {OFFSET_CONTENT_TYPE}")
+        try:
+            offset = decimal_header(request, "upload-offset")
+            length = decimal_header(request, "content-length")
+            check = parse_checksum(request.headers.get("upload-checksum"))
+            total = decimal_header(request, "upload-length")
+        except BadHeader as exc:
+            return self._problem(400, str(exc))
+        if offset is None:
+            return self._problem(400, "Upload-Offset required")
+        found = await self._find(request)
+        if not isinstance(found, StreamStatus):
+            return found
+        if found.concat is not None:
+            return self._problem(403, "a final upload is made of its parts: no PATCH")
+        at_most = None
+        if found.length_deferred and total is not None:
+            fixed = await set_length(self.context, request, found.key, total)
+            if isinstance(fixed, Refused):
+                return self._refused(fixed)
+            found = fixed
+        elif found.length_deferred:
+            if length is None:
+                return self._problem(411, "Content-Length required until the length is known")
+            at_most = length
+        if length is not None and offset + length > found.total:
+            return self._problem(
+                413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
+            )
+        appended = await append(
+            self.context, self.route, request, found.key, found.total, offset, check, at_most
+        )
+        return self._after_append(appended, 204, {})
+
+    async def delete(self, request: Request) -> Response:
+        if (wrong := self._version_problem(request)) is not None:
+            return wrong
+        found = await self._find(request)
+        if not isinstance(found, StreamStatus):
+            return found
+        assert self.context.engine is not None
+        refused = await self.context.engine.terminate(
+            found.key, request.headers.get("authorization")
+        )
+        if refused is not None:
+            return self._refused(refused)
+        return Response(status_code=204, headers=self._headers())
+
+    # ---- shared ------------------------------------------------------------------------
+    async def _find(self, request: Request) -> StreamStatus | Response:
+        key = key_of(request)
+        if key is None:
+            return self._problem(404, "no such upload")
+        found = await lookup(self.context, self.route, key, request)
+        return self._refused(found) if isinstance(found, Refused) else found
+
+    def _after_append(
+        self, appended: Appended | Refused, success: int, headers: dict[str, str]
+    ) -> Response:
+        if isinstance(appended, Refused):
+            return self._refused(appended)
+        headers["Upload-Offset"] = str(appended.offset)
+        if not appended.body_read:
+            headers["Connection"] = "close"
+        if appended.expires is not None and not appended.complete:
+            headers["Upload-Expires"] = http_date(appended.expires)
+        for name, value in appended.headers.items():
+            if name.startswith("x-stream-"):
+                headers[name] = str(value)
+        if appended.status != Status.OK:
+            return self._problem(http_status(appended.status), appended.message or "", headers)
+        return Response(status_code=success, headers=self._headers(headers))
