@@ -236,7 +236,9 @@ def check_imports(tree: Tree, work: Path) -> None:
         print(f"  warning: {tree.label}: {name} does not import: {error}", flush=True)
 
 
-def start_server(tree: Tree, work: Path, redis_url: str, db: int) -> Server:
+def start_server(
+    tree: Tree, work: Path, redis_url: str, db: int, env: dict[str, str] | None = None
+) -> Server:
     check_imports(tree, work)
     port = free_port()
     data_dir = work / f"data-{tree.label}"
@@ -259,7 +261,7 @@ def start_server(tree: Tree, work: Path, redis_url: str, db: int) -> Server:
         ],
         work / f"xstream-{tree.label}.log",
         "listening on",
-        env=tree_environment(tree, work),
+        env={**tree_environment(tree, work), **(env or {})},
         cwd=tree.path,
     )
     process.start()

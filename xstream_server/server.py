@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import logging
 import resource
@@ -31,6 +32,8 @@ __all__ = ["Server", "load_app"]
 
 log = logging.getLogger("xstream.server")
 
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
+
 
 def load_app(spec: str) -> App:
     """``module:attribute`` → the ``App`` it names."""
@@ -39,6 +42,15 @@ def load_app(spec: str) -> App:
     if not isinstance(app, App):
         raise TypeError(f"{spec} is a {type(app).__name__}, not an xstream App")
     return app
+
+
+def _return_freed_memory() -> None:
+    """Serve buffers of 128 KiB and more from their own mappings, so that memory a burst of
+    connections held goes back to the system once they close. glibc otherwise raises this
+    threshold as large blocks are freed, and the memory stays with the process for good."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def _raise_open_file_limit() -> None:
@@ -76,6 +88,7 @@ class Server:
 
     async def start(self) -> None:
         _raise_open_file_limit()
+        _return_freed_memory()
         self._executor = ThreadPoolExecutor(self.settings.io_threads, thread_name_prefix="xs-io")
         asyncio.get_running_loop().set_default_executor(self._executor)
         data_dir = self.settings.data_dir

@@ -39,6 +39,9 @@ class ServerSettings(BaseSettings):
     # Timeouts (status 408).
     idle_timeout: float = Field(default=60.0, gt=0)
     raw_stall_timeout: float = Field(default=30.0, gt=0)
+    # A packet (header block and payload) must be whole this long after its first byte;
+    # a client dripping bytes does not reset it (as nginx's client_header/body_timeout).
+    packet_timeout: float = Field(default=30.0, gt=0)
 
     # Durability (PROTOCOL §3.5). A checkpoint fsyncs the part file, then records the
     # offset in Redis. It happens at every window end and disconnect, and in between after

@@ -43,6 +43,7 @@ __all__ = ["main"]
 @click.option("--checkpoint-seconds", type=float, help="Seconds between checkpoints [1].")
 @click.option("--idle-timeout", type=float, help="Seconds a connection may idle [60].")
 @click.option("--raw-stall-timeout", type=float, help="Seconds raw bytes may stall [30].")
+@click.option("--packet-timeout", type=float, help="Seconds a packet may take to arrive [30].")
 @click.option("--lease-seconds", type=float, help="Lease of a stream's owner [5].")
 @click.option("--sweep-interval", type=float, help="Seconds between sweeps of expired data [60].")
 @click.option("--log-level", help="DEBUG, INFO, WARNING... [INFO].")

@@ -23,6 +23,10 @@ class Engine(Protocol):
         """The per-packet payload limit of each route, for the packet codec."""
         ...
 
+    def largest_payload(self) -> int:
+        """The largest payload any route takes in one packet."""
+        ...
+
     async def handle_request(self, request: Request) -> Response: ...
 
     async def open_stream(

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final
 
-from ..app import App, RouteError, StreamRoute
+from ..app import App, RequestRoute, RouteError, StreamRoute
 from ..protocol import Request, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
@@ -46,6 +46,11 @@ class StreamEngine:
         self.maintenance = Maintenance(store, storage, settings, self.live, self.instance)
         self._shutting_down = False
         self._settling: set[asyncio.Task[None]] = set()
+        # Raw bytes of inline windows are read here, one read at a time (see RawWindow).
+        largest = max(
+            (r.max_buffer for r in app.routes.values() if isinstance(r, StreamRoute)), default=0
+        )
+        self._shared_buffer = memoryview(bytearray(largest))
 
     # ---- what transports call (the Engine protocol) -------------------------------------
     @property
@@ -54,6 +59,17 @@ class StreamEngine:
 
     def payload_limit(self) -> Callable[[Mapping[str, str]], int]:
         return self.app.payload_limit(self.settings.max_payload)
+
+    def largest_payload(self) -> int:
+        """The largest payload any route takes in one packet."""
+        return max(
+            [self.settings.max_payload]
+            + [
+                r.max_payload
+                for r in self.app.routes.values()
+                if isinstance(r, RequestRoute) and r.max_payload is not None
+            ]
+        )
 
     async def handle_request(self, request: Request) -> Response:
         return await self._dispatcher.handle(request)
@@ -72,7 +88,7 @@ class StreamEngine:
         """The receiving side of a granted window (``Accepted.window`` > 0)."""
         if accepted.window < 1:
             raise ValueError("a window of no bytes has nothing to receive: finish its session")
-        return RawWindow(accepted, reading, self._track)
+        return RawWindow(accepted, reading, self._track, self._shared_buffer)
 
     async def create_stream(self, request: StreamRequest, client: str) -> StreamStatus | Refused:
         """Create a stream without granting a window (tus creation); its key is in the

@@ -121,7 +121,14 @@ class Negotiator:
         self, route: StreamRoute, request: StreamRequest, client: str, offset: int | None
     ) -> Accepted | Refused:
         principal = await route.auth(request.authorization) if route.auth else None
-        if self.live.client_streams(client) >= self.settings.max_streams_per_client:
+        # Streams are counted per principal, else per address; taking over a stream open
+        # here replaces it, so it does not count against the limit.
+        client = f"principal {principal}" if principal is not None else client
+        takeover = request.key is not None and request.key in self.live.sessions
+        if (
+            not takeover
+            and self.live.client_streams(client) >= self.settings.max_streams_per_client
+        ):
             return Refused(Status.TOO_MANY_STREAMS, "too many concurrent streams for this client")
         owner = self.new_owner()
         if request.key is None:

@@ -8,7 +8,8 @@ read before the accept reply) passes them to ``write(data)``. Either way the win
 them through its session, and tells the transport when to stop reading (``ReadControl``).
 
 With inline writes (the default) every read is stored at once, with its sha256, from the
-event loop, and the one buffer is reused. With pooled writes there are two buffers: a full
+event loop, into the page cache; all windows read into one buffer the engine shares among
+them (a stalled window holds no memory). With pooled writes there are two buffers: a full
 one goes to storage through the thread pool while the other fills, and if storage is slower
 than the network, reading pauses until the write is done.
 
@@ -54,16 +55,21 @@ class RawWindow:
         accepted: Accepted,
         reading: ReadControl,
         track: Callable[[asyncio.Task[None]], None],
+        shared: memoryview,
     ) -> None:
         session = accepted.session
         self.session = session
         self.key = session.key
         self.remaining = accepted.window
-        # Inline writes free the buffer at once; otherwise one fills while one is written.
         self.inline = session.inline
         size = min(accepted.buffer_size, accepted.window)
-        self._buffers = [bytearray(size) for _ in range(1 if self.inline else 2)]
-        self._views = [memoryview(b) for b in self._buffers]
+        if self.inline:
+            # Inline writes store every read before the next read of any connection: all
+            # windows share one buffer, and a stalled window holds no memory of its own.
+            self._views = [shared[:size]]
+        else:
+            # Pooled writes: one buffer fills while the other is written.
+            self._views = [memoryview(bytearray(size)) for _ in range(2)]
         self._current = self._fill = 0
         self._flush: asyncio.Task[None] | None = None
         self._flush_error: BaseException | None = None
@@ -137,7 +143,7 @@ class RawWindow:
             return
         view = self._views[self._current][: self._fill]
         self._flush = self._loop.create_task(self._store(view, done))
-        self._current = (self._current + 1) % len(self._buffers)
+        self._current = (self._current + 1) % len(self._views)
         self._fill = 0
         self._reading.resume_reading(STORAGE)
 
@@ -214,7 +220,7 @@ class RawWindow:
             self._outcome.set_exception(exc)
             return
         finally:
-            self._buffers, self._views = [], []
+            self._views = []
         if not done and error is None and self._stop is None:
             log.info("stream %s: client left, %d bytes missing", self.key, completion.missing)
             self._outcome.set_result(None)

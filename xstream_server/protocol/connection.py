@@ -136,6 +136,11 @@ class ServerConnection:
         return self._decoder.buffered
 
     @property
+    def between_packets(self) -> bool:
+        """True when no part of a packet waits in the input (a packet is not half in)."""
+        return self._decoder.between_packets
+
+    @property
     def stream(self) -> StreamRequest | None:
         """The stream request being negotiated, received or completed, if any."""
         return self._stream

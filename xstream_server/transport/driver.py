@@ -49,8 +49,6 @@ __all__ = ["Channel", "ConnectionDriver", "ConnectionHub"]
 log = logging.getLogger("xstream.transport")
 
 _SCRATCH_SIZE: Final = 256 * 1024
-# Stop reading pipelined requests while this much input waits to be parsed.
-_MAX_PENDING_INPUT: Final = 4 * 1024 * 1024
 # Replies to pipelined requests are gathered up to this size before they are written.
 _REPLY_BATCH: Final = 64 * 1024
 # Raw bytes all connections may read in one event-loop iteration (see count_read).
@@ -88,6 +86,9 @@ class ConnectionHub:
         self.settings = settings
         self.limits = Limits(settings.max_header_block, settings.max_headers, settings.max_payload)
         self.payload_limit = engine.payload_limit()
+        # Reading pauses while more input waits to be parsed than the largest packet a
+        # route takes: a connection holds at most one packet and one read.
+        self.max_pending_input = 8 + settings.max_header_block + engine.largest_payload()
         self.scratch = bytearray(_SCRATCH_SIZE)
         self.connections: set[ConnectionDriver] = set()
         self._all_closed = asyncio.Event()
@@ -140,12 +141,13 @@ class ConnectionDriver:
         self._replies: list[bytes] = []
         self._replies_size = 0
         self._last_activity = time.monotonic()
+        self._packet_started: float | None = None  # first byte of a packet not yet whole
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._draining = False
         self._window: RawWindow | None = None
         hub.connections.add(self)
-        self._arm_timer(self.settings.idle_timeout)
+        self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
 
     # ---- input from the transport --------------------------------------------------------
     def _raw_window(self) -> RawWindow | None:
@@ -176,7 +178,9 @@ class ConnectionDriver:
                 self._loop.call_soon(self.flow.resume_reading, YIELD)
             return
         self.conn.receive_data(self.hub.scratch[:nbytes])
-        if self.conn.pending_input > _MAX_PENDING_INPUT:
+        if self._packet_started is None:
+            self._packet_started = self._last_activity
+        if self.conn.pending_input > self.hub.max_pending_input:
             self.flow.pause_reading(INPUT)  # the pump resumes reading once it has caught up
         self._wake()
 
@@ -191,6 +195,15 @@ class ConnectionDriver:
             target[:n] = view[:n]
             self.buffer_updated(n)
             view = view[n:]
+
+    def eof_received(self) -> None:
+        """The client will send nothing more, but may still read: what it sent is answered
+        (a completion included) before the connection closes."""
+        self.conn.receive_data(b"")
+        window = self._raw_window()
+        if window is not None:
+            window.stop(Status.BAD_REQUEST, "the client closed its side within a raw window")
+        self._wake()
 
     def connection_lost(self) -> None:
         self.hub.forget(self)
@@ -211,19 +224,31 @@ class ConnectionDriver:
     def _check_timeout(self) -> None:
         if self._closing:
             return
+        settings = self.settings
         raw = self.conn.mode is Mode.RAW
-        limit = self.settings.raw_stall_timeout if raw else self.settings.idle_timeout
+        limit = settings.raw_stall_timeout if raw else settings.idle_timeout
         # Outside raw mode a running pump means a handler or a negotiation is at work.
-        busy = not raw and self._pump is not None and not self._pump.done()
-        idle_for = time.monotonic() - self._last_activity
-        if busy or idle_for < limit:
-            self._arm_timer(limit if busy else max(0.05, limit - idle_for))
+        if not raw and self._pump is not None and not self._pump.done():
+            self._arm_timer(limit)
+            return
+        now = time.monotonic()
+        deadline = self._last_activity + limit
+        started = None if raw else self._packet_started
+        if started is not None:
+            deadline = min(deadline, started + settings.packet_timeout)
+        if now < deadline:
+            # Outside raw mode, look again within a packet timeout: a packet may start.
+            wait = deadline - now if raw else min(deadline - now, settings.packet_timeout)
+            self._arm_timer(max(0.05, wait))
             return
         if raw:
             if self._window is not None:
                 self._window.stop(Status.TIMEOUT, f"no raw bytes for {limit:g} s")
+        elif started is not None and now - started >= settings.packet_timeout:
+            log.info("%s: packet not whole after %.0f s, closing", self.client, now - started)
+            self._abort(Status.TIMEOUT, f"packet not whole within {settings.packet_timeout:g} s")
         else:
-            log.info("%s: idle for %.0f s, closing", self.client, idle_for)
+            log.info("%s: idle for %.0f s, closing", self.client, now - self._last_activity)
             self._abort(Status.TIMEOUT, f"idle for {limit:g} s")
         self._arm_timer(limit)
 
@@ -249,6 +274,9 @@ class ConnectionDriver:
         while not self._closing:
             try:
                 event = conn.next_event()
+                if event is not NEED_DATA and event is not PAUSED:
+                    # A packet is in: the deadline of the next runs from its first byte.
+                    self._packet_started = None if conn.between_packets else time.monotonic()
             except RemoteProtocolError as exc:
                 log.info("%s: protocol error %d: %s", self.client, int(exc.status), exc.message)
                 self._abort(exc.status, exc.message)
@@ -370,7 +398,8 @@ class ConnectionDriver:
                 self._close_after_last_packet()
         self.flow.resume_all()
         self._last_activity = time.monotonic()
-        self._arm_timer(self.settings.idle_timeout)
+        self._packet_started = None if self.conn.between_packets else self._last_activity
+        self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
 
     def _send_completion(self, completion: Completion) -> None:
         if self._closing:

@@ -77,13 +77,18 @@ class TcpConnection(asyncio.BufferedProtocol):
         self.driver.buffer_updated(nbytes)
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost follows
+        assert self.driver is not None
+        self.driver.eof_received()
+        return True  # our side stays open for the answers; the driver closes it
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
             self._linger.cancel()
         if self.driver is not None:
             self.driver.connection_lost()
+            # No cycle left between us and the driver: its buffers go as soon as it ends,
+            # not at the next garbage collection.
+            self.driver = None
 
     def pause_writing(self) -> None:
         if self.driver is not None:
