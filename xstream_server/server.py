@@ -30,6 +30,7 @@ from .storage import FileStorage
 from .transport import TcpTransportServer
 from .transport.http import HttpContext, HttpTransportServer, build_http_app
 from .transport.websocket import WEBSOCKET_PATH, WebSocketEndpoint
+from .web import web_routes
 
 __all__ = ["Server", "load_app"]
 
@@ -85,7 +86,10 @@ class Server:
             self._http_context,
             max_payload=settings.max_payload,
             cors_origins=settings.http_cors_origins,
-            extra_routes=[WebSocketRoute(WEBSOCKET_PATH, self.websocket.serve)],
+            extra_routes=[
+                WebSocketRoute(WEBSOCKET_PATH, self.websocket.serve),
+                *web_routes(page=settings.http_page),
+            ],
         )
         self.http: HttpTransportServer | None = None
         self.http_host = settings.http_host
