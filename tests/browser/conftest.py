@@ -97,12 +97,8 @@ def page_server(spawn_server: SpawnServer, tmp_path: Path) -> Callable[..., Page
 
 def pattern_file(directory: Path, name: str, size: int) -> tuple[Path, str]:
     """A file of deterministic, non-repeating bytes, and its sha256."""
-    blocks = []
-    counter = 0
-    while sum(map(len, blocks)) < size:
-        blocks.append(hashlib.sha256(counter.to_bytes(8, "big")).digest() * 128)
-        counter += 1
-    data = b"".join(blocks)[:size]
+    count = size // 32 + 1
+    data = b"".join(hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(count))[:size]
     path = directory / name
     path.write_bytes(data)
     return path, hashlib.sha256(data).hexdigest()

@@ -132,12 +132,12 @@ def test_refusals_are_shown_as_sentences(
     wait_state(browser, path.name, "error")
     assert data(browser, path.name, "status") == "507"
     assert "out of storage" in card(browser, path.name).text
+    save_screenshot(browser, "upload-page-refused.png")
     open_page(browser, server.url + "?route=/no-such-route")
     choose(browser, path)
     wait_state(browser, path.name, "error")
     assert data(browser, path.name, "status") == "404"
     assert "No such upload route" in card(browser, path.name).text
-    save_screenshot(browser, "upload-page-refused.png")
 
 
 def test_the_page_resumes_by_itself_after_the_server_restarts(
