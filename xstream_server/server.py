@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
+from starlette.routing import WebSocketRoute
+
 from .app import App
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
@@ -28,6 +30,8 @@ from .storage import FileStorage
 from .transport import TcpTransportServer
 from .transport.http import HttpContext, HttpTransportServer, build_http_app
 from .transport.limits import SharedLimits
+from .transport.websocket import WEBSOCKET_PATH, WebSocketEndpoint
+from .web import web_routes
 
 __all__ = ["Server", "load_app"]
 
@@ -82,10 +86,15 @@ class Server:
         # The HTTP face exists before the engine does, so that it can be mounted into
         # another ASGI application (run the server in that application's lifespan).
         self._http_context = HttpContext(app, stall_timeout=settings.raw_stall_timeout)
+        self.websocket = WebSocketEndpoint(settings, self.shared_limits)
         self.http_app = build_http_app(
             self._http_context,
             max_payload=settings.max_payload,
             cors_origins=settings.http_cors_origins,
+            extra_routes=[
+                WebSocketRoute(WEBSOCKET_PATH, self.websocket.serve),
+                *web_routes(page=settings.http_page),
+            ],
         )
         self.http: HttpTransportServer | None = None
         self.http_host = settings.http_host
@@ -121,6 +130,7 @@ class Server:
         self.transport = TcpTransportServer(self.engine, self.settings, self.shared_limits)
         self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
         self._http_context.engine = self.engine
+        self.websocket.engine = self.engine
         if self.settings.http:
             self.http = HttpTransportServer(self.http_app, self.settings.shutdown_timeout)
             self.http_host, self.http_port = await self.http.start(
@@ -176,8 +186,11 @@ class Server:
             self.engine.shut_down()
         # Request bodies still arriving end here: what came is made durable and answered.
         self._http_context.windows.stop_all(Status.UNAVAILABLE, "server shutting down")
+        # Connections of both byte-stream transports end together (windows answered 503).
+        closing = [self.websocket.close()]
         if self.transport is not None:
-            await self.transport.close()
+            closing.append(self.transport.close())
+        await asyncio.gather(*closing)
         if self.http is not None:
             await self.http.close()
         if self.engine is not None:

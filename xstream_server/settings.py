@@ -26,6 +26,8 @@ class ServerSettings(BaseSettings):
     http_port: int = Field(default=7080, ge=0, le=65535)
     # Origins a browser may upload from ("*": any), for CORS.
     http_cors_origins: tuple[str, ...] = ("*",)
+    # The upload page at / on the HTTP port (the JS client stays at /web/xstream.js).
+    http_page: bool = True
     data_dir: Path = Path("data")
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None

@@ -200,17 +200,23 @@ class ConnectionDriver:
             self.flow.pause_reading(INPUT)  # the pump resumes reading once it has caught up
         self._wake()
 
-    def data_received(self, data: bytes | bytearray | memoryview) -> None:
-        """For transports that are handed their input: copied through ``get_buffer``."""
+    def data_received(self, data: bytes | bytearray | memoryview) -> int:
+        """For transports that are handed their input: copied through ``get_buffer``.
+        Returns how many bytes were taken; the transport offers the rest again once
+        reading is resumed (storage was behind)."""
         view = memoryview(data).cast("B")
-        while view and not self._closing:
+        taken = 0
+        while taken < len(view) and not self._closing:
             target = self.get_buffer()
-            n = min(len(target), len(view))
+            n = min(len(target), len(view) - taken)
             if not n:
-                break  # a window being settled or storage behind: the rest is not taken
-            target[:n] = view[:n]
+                break
+            target[:n] = view[taken : taken + n]
             self.buffer_updated(n)
-            view = view[n:]
+            taken += n
+            if self.flow.reading_paused and self.conn.mode is Mode.RAW:
+                break  # the window asked for a pause: storage is behind
+        return len(view) if self._closing else taken
 
     def eof_received(self) -> None:
         """The client will send nothing more, but may still read: what it sent is answered

@@ -91,9 +91,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_http_app(
-    context: HttpContext, *, max_payload: int, cors_origins: Sequence[str] = ("*",)
+    context: HttpContext,
+    *,
+    max_payload: int,
+    cors_origins: Sequence[str] = ("*",),
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    routes: list[BaseRoute] = []
+    """``extra_routes`` come first: the WebSocket transport and the upload page."""
+    routes: list[BaseRoute] = list(extra_routes)
     for route in context.app.routes.values():
         if isinstance(route, StreamRoute):
             routes += _stream_routes(context, route)

@@ -37,7 +37,10 @@ class HttpTransportServer:
             self._app,
             loop="none",
             http="httptools",
-            ws="none",
+            ws="websockets-sansio",
+            # A message larger than this closes the WebSocket (1009); clients send raw
+            # bytes in far smaller slices.
+            ws_max_size=4 * 1024 * 1024,
             lifespan="on" if self._lifespan else "off",
             log_config=None,
             access_log=False,
