@@ -281,8 +281,8 @@ class TusEndpoint:
     def _after_append(
         self, appended: Appended | Refused, success: int, headers: dict[str, str]
     ) -> Response:
-        if isinstance(appended, Refused):
-            return self._refused(appended)
+        if isinstance(appended, Refused):  # a creation's Location goes with it
+            return self._problem(http_status(appended.status), appended.message, headers)
         headers["Upload-Offset"] = str(appended.offset)
         if not appended.body_read:
             headers["Connection"] = "close"
