@@ -139,3 +139,25 @@ async def test_stalled_body_is_answered_408_with_what_arrived(
             assert b"upload-offset: 40960" in answer.lower()
             head = await http.head(location, headers=TUS)
             assert head.headers["upload-offset"] == str(40 * KiB)
+
+
+async def test_no_room_is_507_and_too_many_streams_429(make_server: ServerFactory) -> None:
+    async with make_server(storage_reserve=1 << 62) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            full = await http.post(ROUTE, headers={**OCTETS, "Upload-Length": "3"}, content=b"abc")
+            assert full.status_code == 507
+            assert full.headers["location"].startswith(ROUTE + "/")  # created: resumable
+    async with make_server(max_streams_per_client=1) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            first = await http.post(ROUTE, headers={**TUS, "Upload-Length": "100"})
+            second = await http.post(ROUTE, headers={**TUS, "Upload-Length": "100"})
+            key = first.headers["location"].rsplit("/", 1)[1]
+            _, writer = await _start_patch(server, first.headers["location"], 0, 100, b"x")
+            await _arrived(server, key, 1)  # one stream open from this address
+            busy = await http.patch(
+                second.headers["location"],
+                headers={**OCTETS, "Upload-Offset": "0"},
+                content=b"y" * 100,
+            )
+            assert busy.status_code == 429
+            writer.close()

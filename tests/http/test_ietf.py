@@ -164,3 +164,11 @@ async def test_length_said_by_the_request_that_completes(
         ROUTE, headers={**draft, "Upload-Complete": "?1"}, content=streamed()
     )
     assert complete_unknown.status_code == 400
+
+
+async def test_an_empty_upload(http: httpx.AsyncClient, draft: dict[str, str]) -> None:
+    created = await http.post(ROUTE, headers={**draft, "Upload-Complete": "?1"}, content=b"")
+    assert created.status_code == 201
+    assert created.headers["upload-complete"] == "?1"
+    head = await http.head(created.headers["location"], headers=draft)
+    assert head.headers["upload-complete"] == "?1"

@@ -230,3 +230,14 @@ async def test_creation_defer_length(http: httpx.AsyncClient) -> None:
         {"Upload-Defer-Length": "1", "Upload-Length": "3"},
     ):
         assert (await http.post(ROUTE, headers={**TUS, **headers})).status_code == 400
+
+
+async def test_an_empty_upload_is_complete_at_creation(http: httpx.AsyncClient) -> None:
+    created = await http.post(ROUTE, headers={**TUS, "Upload-Length": "0"})
+    assert created.status_code == 201
+    assert created.headers["upload-offset"] == "0"
+    assert created.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(b'').hexdigest()}"
+    key = created.headers["location"].rsplit("/", 1)[1]
+    status = await http.post("/stream-status", json={"key": key})
+    assert status.json()["state"] == "complete"
+    assert (await http.get(created.headers["location"])).content == b""

@@ -119,10 +119,11 @@ class StreamSession:
 
     async def roll_back(self) -> None:
         """The held bytes are refused: cut the part back to the durable offset; the running
-        sha256 never saw them."""
-        held, self._held = self._held, None
-        if held is not None and self.written > self.durable:
+        sha256 never saw them. If the cut fails they stay held, so no checkpoint records
+        them (the next window cuts the part back to the recorded offset anyway)."""
+        if self._held is not None and self.written > self.durable:
             await self._writer.truncate(self.durable)
+        self._held = None
 
     def _digest(self) -> Digest | None:
         return self._held if self._held is not None else self._hasher
@@ -188,6 +189,8 @@ class StreamSession:
 
     async def checkpoint(self) -> None:
         """Settle: on return every byte written so far is durable (or an error is raised)."""
+        if self._held is not None and self.written > self.durable:
+            raise StorageError("bytes awaiting their verification cannot be made durable")
         await self._settle_background_checkpoint()
         self._last_checkpoint = time.monotonic()
         if self.written != self.durable:

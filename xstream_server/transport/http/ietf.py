@@ -129,8 +129,8 @@ class IetfEndpoint:
             return self._problem(http_status(created.status), created.message)
         location = f"{request.scope.get('root_path', '')}{self.route.path}/{created.key}"
         headers = {"Location": location, "Upload-Limit": self._limits()}
-        if not has_body:
-            headers.update({"Upload-Offset": "0", "Upload-Complete": _sf(total == 0)})
+        if not has_body and total != 0:
+            headers.update({"Upload-Offset": "0", "Upload-Complete": "?0"})
             return Response(status_code=201, headers=headers)
         appended = await append(
             self.context,

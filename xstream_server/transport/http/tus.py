@@ -152,8 +152,10 @@ class TusEndpoint:
         headers = {"Location": self._location(request, created.key)}
         if created.expires is not None:
             headers["Upload-Expires"] = http_date(created.expires)
-        if not with_body:
+        if not with_body and total != 0:
             return Response(status_code=201, headers=self._headers(headers))
+        # With its bytes, or empty: an upload of no bytes is complete (its handler runs) now,
+        # as no client sends a PATCH for it.
         appended = await append(
             self.context,
             self.route,
@@ -281,8 +283,8 @@ class TusEndpoint:
     def _after_append(
         self, appended: Appended | Refused, success: int, headers: dict[str, str]
     ) -> Response:
-        if isinstance(appended, Refused):
-            return self._refused(appended)
+        if isinstance(appended, Refused):  # a creation's Location goes with it
+            return self._problem(http_status(appended.status), appended.message, headers)
         headers["Upload-Offset"] = str(appended.offset)
         if not appended.body_read:
             headers["Connection"] = "close"

@@ -167,7 +167,7 @@ async def append(
         )
         completion, body_read = received.completion, received.body_read
     else:  # complete already: its result again, no bytes to take
-        completion, body_read = await opened.session.finish(), False
+        completion, body_read = await opened.session.finish(), length == "0"
     if completion is None:
         return Appended(offset, total, client_left=True)
     # The record's inactivity clock restarted at the checkpoint that just settled.
