@@ -25,6 +25,7 @@ from .settings import ServerSettings
 from .state import RedisStateStore, StateUnavailable
 from .storage import FileStorage
 from .transport import TcpTransportServer
+from .transport.utp import UtpTransportServer
 
 __all__ = ["Server", "load_app"]
 
@@ -70,6 +71,8 @@ class Server:
         self._closed = asyncio.Event()
         self.engine: StreamEngine | None = None
         self.transport: TcpTransportServer | None = None
+        self.utp_transport: UtpTransportServer | None = None
+        self.utp_port: int | None = None
         self.store: RedisStateStore | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -102,6 +105,10 @@ class Server:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
         self.transport = TcpTransportServer(self.engine, self.settings)
         self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
+        if self.settings.utp_port is not None:
+            self.utp_transport = UtpTransportServer(self.engine, self.settings)
+            _, self.utp_port = await self.utp_transport.start(self.host, self.settings.utp_port)
+            log.info("uTP on %s:%d (udp)", self.host, self.utp_port)
         loop = asyncio.get_running_loop()
         maintenance = self.engine.maintenance
         self._background = [
@@ -151,6 +158,8 @@ class Server:
             self.engine.shut_down()
         if self.transport is not None:
             await self.transport.close()
+        if self.utp_transport is not None:
+            await self.utp_transport.close()
         if self.engine is not None:
             await self.engine.wait_settled(self.settings.shutdown_timeout)
         for task in self._background:

@@ -20,6 +20,8 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=7070, ge=0, le=65535)
+    # UDP port of the uTP transport (PROTOCOL §9); None: no uTP.
+    utp_port: int | None = Field(default=None, ge=0, le=65535)
     data_dir: Path = Path("data")
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None

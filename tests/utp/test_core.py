@@ -201,3 +201,15 @@ def test_a_slow_reader_closes_the_window_and_reopens_it() -> None:
         if len(got) == len(data):
             break
     assert bytes(got) == data
+
+
+def test_an_accepted_connection_waits_for_the_peer_to_speak_again() -> None:
+    client = UtpConnection.connect(7, 0.0, random.Random(1))
+    (syn,) = client.flush(0.0)
+    server = UtpConnection.accept(decode_packet(syn), 0.0, random.Random(2))
+    assert not server.established
+    assert server.flush(0.0)  # the answer, a STATE
+    assert server.deadline == server.settings.handshake_timeout
+    server.on_timer(server.settings.handshake_timeout)
+    assert server.state is ConnectionState.RESET
+    assert server.error == "handshake timed out"

@@ -27,6 +27,7 @@ __all__ = ["main"]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", help="Interface to listen on [127.0.0.1].")
 @click.option("--port", type=int, help="TCP port; 0 picks a free one [7070].")
+@click.option("--utp-port", type=int, help="UDP port for uTP; 0 picks a free one [off].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where streams live [./data].")
 @click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")
 @click.option("--app", "app_spec", help="module:attribute of the App to serve [handlers:app].")

@@ -49,6 +49,9 @@ class UtpSettings:
     initial_cwnd: int = 16 * 1400
     max_retransmissions: int = 8  # timeouts in a row before the connection is dropped
     close_timeout: float = 10.0  # how long close() waits for the FIN's ack
+    # An accepted connection is established by the peer's first packet after its SYN
+    # (proof that it got our answer); until then it ends after this long.
+    handshake_timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -153,6 +156,8 @@ class UtpConnection:
         self._ack_due = False
         self._advertised = settings.receive_buffer
         self._outbox: list[bytes] = []  # ready datagrams (SYN, RESET, answers to a SYN)
+        self.established = True  # False for an accepted one until the peer speaks again
+        self._handshake_deadline: float | None = None
 
     # ---- creation ------------------------------------------------------------------------
     @classmethod
@@ -197,6 +202,8 @@ class UtpConnection:
             settings=settings or UtpSettings(),
         )
         connection._ack_nr = syn.seq_nr
+        connection.established = False
+        connection._handshake_deadline = now + connection.settings.handshake_timeout
         connection._note_timestamps(syn, now)
         connection._peer_window = max(syn.wnd_size, connection.settings.packet_size)
         connection._ack_due = True
@@ -224,7 +231,8 @@ class UtpConnection:
     @property
     def deadline(self) -> float | None:
         """When ``on_timer`` must next be called (None: no timer)."""
-        deadlines = [d for d in (self._timeout_deadline, self._close_deadline) if d is not None]
+        candidates = (self._timeout_deadline, self._close_deadline, self._handshake_deadline)
+        deadlines = [d for d in candidates if d is not None]
         return min(deadlines) if deadlines else None
 
     @property
@@ -279,6 +287,9 @@ class UtpConnection:
             if seq_distance(packet.seq_nr, self._ack_nr) == 0:
                 self._ack_due = True
             return
+        if not self.established:
+            self.established = True
+            self._handshake_deadline = None
         if self.state is ConnectionState.SYN_SENT:
             if packet.type is not PacketType.STATE or not self._acks(packet.ack_nr):
                 return
@@ -295,10 +306,18 @@ class UtpConnection:
         if self._close_deadline is not None and now >= self._close_deadline:
             self._end(ConnectionState.CLOSED, None)
             return
+        if self._handshake_deadline is not None and now >= self._handshake_deadline:
+            self._end(ConnectionState.RESET, "handshake timed out")
+            return
         if self._timeout_deadline is None or now < self._timeout_deadline:
             return
         if not self._in_flight:
             self._timeout_deadline = None
+            return
+        if self.eof and self.state is ConnectionState.FIN_SENT and len(self._in_flight) == 1:
+            # Everything but our FIN is acknowledged and the peer has closed its side: its
+            # ack of the FIN was lost, or it is gone. Nothing is left to deliver either way.
+            self._end(ConnectionState.CLOSED, None)
             return
         self._timeouts_in_a_row += 1
         if self._timeouts_in_a_row > self.settings.max_retransmissions:

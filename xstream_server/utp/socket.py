@@ -65,6 +65,7 @@ class UtpStream(asyncio.Transport):
         self._timer_at: float | None = None
         self.connected: asyncio.Future[None] = self._loop.create_future()
         self.protocol_ready = False  # connection_made was called
+        self.outgoing = False  # we connected (else accepted)
 
     def start(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
@@ -151,10 +152,13 @@ class UtpStream(asyncio.Transport):
         datagrams = connection.flush(now)
         if datagrams:
             self._endpoint.send(datagrams, self.peer)
-        if not self.connected.done() and connection.state is not ConnectionState.SYN_SENT:
+        if not self.connected.done():
             if connection.finished:
-                self.connected.set_exception(UtpError(connection.error or "connection refused"))
-            else:
+                if self.outgoing:
+                    self.connected.set_exception(UtpError(connection.error or "no connection"))
+                else:
+                    self.connected.cancel()  # a handshake that never completed
+            elif self.outgoing and connection.state is not ConnectionState.SYN_SENT:
                 self.connected.set_result(None)
         self._check_writing()
         self._arm_timer(connection.deadline)
@@ -292,6 +296,11 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             self.junk += 1
             return
         stream.connection.receive(packet, self.loop.time())
+        connection = stream.connection
+        accepted = not stream.outgoing and connection.established and connection.is_open
+        if accepted and not stream.connected.done() and self._on_accept is not None:
+            stream.connected.set_result(None)
+            self._on_accept(stream)
         self.touch(stream)
 
     def error_received(self, exc: Exception) -> None:
@@ -311,9 +320,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         connection = UtpConnection.accept(syn, self.loop.time(), self._rng, self.settings)
         stream = UtpStream(self, connection, peer)
         self.streams[(peer, connection.recv_id)] = stream
-        stream.connected.set_result(None)
-        self._on_accept(stream)
-        self.touch(stream)
+        self.touch(stream)  # our answer; the protocol comes once the peer speaks again
 
     def open(self, peer: Address) -> UtpStream:
         """A new outgoing connection (its SYN leaves at the next flush)."""
@@ -325,6 +332,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
                 break
         connection = UtpConnection.connect(recv_id, self.loop.time(), self._rng, self.settings)
         stream = UtpStream(self, connection, peer)
+        stream.outgoing = True
         self.streams[(peer, recv_id)] = stream
         self.touch(stream)
         return stream

@@ -1,0 +1,179 @@
+"""The x-stream protocol over uTP against the real server (real Redis, real files)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerFactory, SpawnServer
+from xstream_server.client import Progress, Upload, UploadClosed, UploadResult, connect, upload
+from xstream_server.server import Server
+
+MiB = 1024 * 1024
+
+
+def random_file(directory: Path, size: int, seed: int = 1) -> tuple[Path, str]:
+    path = directory / f"random-{size}-{seed}.bin"
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def utp_address(server: Server) -> str:
+    assert server.utp_port is not None
+    return f"127.0.0.1:{server.utp_port}"
+
+
+@pytest.fixture
+async def utp_server(make_server: ServerFactory) -> AsyncIterator[Server]:
+    async with make_server(utp_port=0) as running:
+        yield running
+
+
+async def test_uTP_is_off_unless_a_port_is_given(server: Server) -> None:
+    assert server.utp_port is None
+    assert server.utp_transport is None
+
+
+async def test_requests_over_utp(utp_server: Server) -> None:
+    async with connect(utp_address(utp_server), transport="utp") as conn:
+        replies = await asyncio.gather(*(conn.request("/echo", json={"n": n}) for n in range(20)))
+    assert [reply.json() for reply in replies] == [{"n": n} for n in range(20)]
+
+
+async def test_upload_over_utp(utp_server: Server, tmp_path: Path) -> None:
+    path, digest = random_file(tmp_path, 8 * MiB)
+    result = await upload(path, server=utp_address(utp_server), transport="utp")
+    assert result.sha256 == digest
+    assert result.size == 8 * MiB
+    stored = utp_server.settings.data_dir / "streams"
+    assert stored.exists()
+
+
+class LossyRelay(asyncio.DatagramProtocol):
+    """A UDP relay between one client and the server that drops, duplicates and delays
+    (so reorders) a few percent of the datagrams, as a seeded ``Random`` decides."""
+
+    def __init__(self, server: tuple[str, int], seed: int, rate: float) -> None:
+        self.server = server
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.client: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.counts = {"dropped": 0, "duplicated": 0, "delayed": 0, "passed": 0}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr != self.server:
+            self.client = addr
+            target = self.server
+        elif self.client is not None:
+            target = self.client
+        else:
+            return
+        roll = self.rng.random()
+        if roll < self.rate:
+            self.counts["dropped"] += 1
+            return
+        send = self._sender(data, target)
+        if roll < 2 * self.rate:
+            self.counts["duplicated"] += 1
+            send()
+            send()
+        elif roll < 3 * self.rate:
+            self.counts["delayed"] += 1  # overtaken by the datagrams after it
+            asyncio.get_running_loop().call_later(self.rng.random() * 0.01, send)
+        else:
+            self.counts["passed"] += 1
+            send()
+
+    def _sender(self, data: bytes, target: tuple[str, int]) -> Callable[[], None]:
+        def send() -> None:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.sendto(data, target)
+
+        return send
+
+
+async def test_upload_through_a_lossy_relay(utp_server: Server, tmp_path: Path) -> None:
+    assert utp_server.utp_port is not None
+    loop = asyncio.get_running_loop()
+    relay_transport, relay = await loop.create_datagram_endpoint(
+        lambda: LossyRelay(("127.0.0.1", utp_server.utp_port or 0), seed=4, rate=0.02),
+        local_addr=("127.0.0.1", 0),
+    )
+    try:
+        port = relay_transport.get_extra_info("sockname")[1]
+        path, digest = random_file(tmp_path, 16 * MiB)
+        result = await upload(path, server=f"127.0.0.1:{port}", transport="utp")
+        assert result.sha256 == digest
+        assert all(relay.counts[kind] > 10 for kind in ("dropped", "duplicated", "delayed"))
+    finally:
+        relay_transport.close()
+
+
+@pytest.mark.parametrize(("first", "then"), [("utp", "tcp"), ("tcp", "utp")])
+async def test_a_stream_started_on_one_transport_resumes_on_the_other(
+    utp_server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first: str,
+    then: str,
+) -> None:
+    monkeypatch.setenv("XSTREAM_UPLOAD_WINDOW", str(2 * MiB))
+    size = 8 * MiB
+    path, digest = random_file(tmp_path, size)
+    addresses = {"tcp": f"127.0.0.1:{utp_server.port}", "utp": utp_address(utp_server)}
+    closing: list[asyncio.Task[UploadResult | None]] = []
+
+    def on_progress(progress: Progress) -> None:
+        if not closing and progress.sent >= 3 * MiB:
+            closing.append(asyncio.ensure_future(job.close()))
+
+    job = Upload(path, server=addresses[first], transport=first, on_progress=on_progress)  # type: ignore[arg-type]
+    with pytest.raises(UploadClosed) as stopped:
+        await job.run()
+    await closing[0]
+    assert stopped.value.offset == 4 * MiB
+    resumed = await upload(path, server=addresses[then], transport=then, key=job.key)
+    assert resumed.resumed_from == 4 * MiB
+    assert resumed.sha256 == digest
+
+
+async def test_junk_datagrams_leave_the_server_serving(utp_server: Server) -> None:
+    rng = random.Random(11)
+    target = ("127.0.0.1", utp_server.utp_port or 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+        for _ in range(2000):
+            junk.sendto(rng.randbytes(rng.randrange(0, 300)), target)
+        for kind in range(5):  # well-formed headers, made-up connections
+            for _ in range(50):
+                junk.sendto(bytes([(kind << 4) | 1, 0]) + rng.randbytes(40), target)
+    async with connect(utp_address(utp_server), transport="utp") as conn:
+        reply = await conn.request("/echo", json={"alive": True})
+    assert reply.json() == {"alive": True}
+
+
+def test_xstream_server_utp_port_flag(spawn_server: SpawnServer, tmp_path: Path) -> None:
+    process = spawn_server("--utp-port", "0")
+    match = re.search(r"uTP on [\d.]+:(\d+)", "".join(process.log))
+    assert match is not None
+    utp_port = int(match.group(1))
+    path, digest = random_file(tmp_path, MiB)
+
+    async def go() -> UploadResult:
+        return await upload(path, server=f"127.0.0.1:{utp_port}", transport="utp")
+
+    assert asyncio.run(go()).sha256 == digest
+    assert process.terminate() == 0
+    assert os.path.exists(tmp_path / "data")
