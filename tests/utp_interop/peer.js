@@ -1,0 +1,54 @@
+'use strict'
+// A libutp peer (through utp-native) for tests/utp/test_interop.py.
+//   node peer.js echo-server            listen on 127.0.0.1, print {"port": N}, echo every
+//                                       connection until stdin closes
+//   node peer.js echo-request PORT SIZE send an x-stream /echo request with a JSON payload of
+//                                       about SIZE bytes, print what came back
+const crypto = require('crypto')
+const utp = require('utp-native')
+
+const [mode, portArg, sizeArg] = process.argv.slice(2)
+setTimeout(() => { console.error('peer.js: timed out'); process.exit(2) }, 30000).unref()
+
+if (mode === 'echo-server') {
+  let received = 0
+  const server = utp.createServer((socket) => {
+    socket.on('data', (data) => { received += data.length })
+    socket.on('error', (err) => console.error('peer.js:', err.message))
+    socket.pipe(socket)
+  })
+  server.listen(0, '127.0.0.1', () => {
+    console.log(JSON.stringify({ port: server.address().port }))
+  })
+  process.stdin.on('end', () => {
+    console.log(JSON.stringify({ received }))
+    process.exit(0)
+  })
+  process.stdin.resume()
+} else if (mode === 'echo-request') {
+  const text = crypto.randomBytes(Number(sizeArg) >> 1).toString('hex')
+  const header = Buffer.from('route: /echo\ndata-format: json\nid: libutp\n')
+  const payload = Buffer.from(JSON.stringify({ text }))
+  const prefix = Buffer.alloc(8)
+  prefix.writeUInt32BE(header.length, 0)
+  prefix.writeUInt32BE(payload.length, 4)
+  const socket = utp.connect(Number(portArg), '127.0.0.1')
+  socket.on('error', (err) => { console.error('peer.js:', err.message); process.exit(1) })
+  socket.write(Buffer.concat([prefix, header, payload]))
+  let input = Buffer.alloc(0)
+  socket.on('data', (data) => {
+    input = Buffer.concat([input, data])
+    if (input.length < 8) return
+    const headerLength = input.readUInt32BE(0)
+    const payloadLength = input.readUInt32BE(4)
+    if (input.length < 8 + headerLength + payloadLength) return
+    const headers = input.subarray(8, 8 + headerLength).toString()
+    const reply = JSON.parse(input.subarray(8 + headerLength, 8 + headerLength + payloadLength))
+    console.log(JSON.stringify({ headers, echoed: reply.text === text, bytes: payload.length }))
+    socket.end()
+  })
+  socket.on('close', () => process.exit(0))
+} else {
+  console.error('usage: node peer.js echo-server | echo-request PORT SIZE')
+  process.exit(64)
+}
