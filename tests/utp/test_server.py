@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerFactory, SpawnServer
+from tests.conftest import SpawnServer
 from xstream_server.client import Progress, Upload, UploadClosed, UploadResult, connect, upload
 from xstream_server.server import Server
 
+from .conftest import random_file, utp_address
+
 MiB = 1024 * 1024
-
-
-def random_file(directory: Path, size: int, seed: int = 1) -> tuple[Path, str]:
-    path = directory / f"random-{size}-{seed}.bin"
-    data = random.Random(seed).randbytes(size)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
-
-
-def utp_address(server: Server) -> str:
-    assert server.utp_port is not None
-    return f"127.0.0.1:{server.utp_port}"
-
-
-@pytest.fixture
-async def utp_server(make_server: ServerFactory) -> AsyncIterator[Server]:
-    async with make_server(utp_port=0) as running:
-        yield running
 
 
 async def test_uTP_is_off_unless_a_port_is_given(server: Server) -> None:

@@ -38,6 +38,7 @@ from ..client import (
     connect,
     parse_address,
 )
+from ..client.connection import Transport
 from ..client.errors import ChecksumMismatchError
 from ..client.resume_state import FileIdentity, ResumeStore, SavedUpload
 
@@ -150,6 +151,22 @@ _server_option = click.option(
     "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
 )
 _quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, no notes")
+_TRANSPORTS = click.Choice(["tcp", "utp"])
+
+
+def _set_transport(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["transport"] = value
+
+
+# After a command as before it: ``xstream upload big.iso --transport utp``.
+_transport_option = click.option(
+    "--transport",
+    type=_TRANSPORTS,
+    expose_value=False,
+    callback=_set_transport,
+    help="tcp, or utp (uTP over UDP: HOST:PORT is then the server's --utp-port)",
+)
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -162,11 +179,19 @@ _quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, n
     metavar="HOST:PORT",
     help="server address (env XSTREAM_SERVER)",
 )
+@click.option(
+    "--transport",
+    envvar="XSTREAM_TRANSPORT",
+    type=_TRANSPORTS,
+    default="tcp",
+    show_default=True,
+    help="tcp, or utp: uTP over UDP (env XSTREAM_TRANSPORT)",
+)
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar, no notes")
 @click.version_option(package_name="xstream", prog_name="xstream")
 @click.pass_context
-def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
+def main(ctx: click.Context, server: str, transport: str, json_mode: bool, quiet: bool) -> None:
     """Client of x-stream upload servers.
 
     Uploads resume by themselves after a dropped connection; an interrupted command, run
@@ -174,7 +199,7 @@ def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
     (the key is kept in $XSTREAM_STATE_DIR, else $XDG_STATE_HOME/xstream, else
     ~/.local/state/xstream).
     """
-    ctx.obj = {"server": server, "json": json_mode, "quiet": quiet}
+    ctx.obj = {"server": server, "transport": transport, "json": json_mode, "quiet": quiet}
 
 
 # -- upload --------------------------------------------------------------------------------
@@ -183,6 +208,7 @@ def main(ctx: click.Context, server: str, json_mode: bool, quiet: bool) -> None:
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @_server_option
+@_transport_option
 @click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="stream route")
 @click.option("--name", help="name sent to the route [default: the file's name]")
 @click.option(
@@ -227,7 +253,14 @@ def upload(
     if name is not None:
         metadata["name"] = name
     options = _UploadOptions(
-        address, route, metadata, fresh, RetryPolicy(retries, retry_delay), buffer_size, checksum
+        address,
+        route,
+        metadata,
+        fresh,
+        RetryPolicy(retries, retry_delay),
+        buffer_size,
+        checksum,
+        ctx.obj["transport"],
     )
     _run(lambda: _upload(file, options, out, ResumeStore()))
 
@@ -241,6 +274,7 @@ class _UploadOptions:
     retry: RetryPolicy
     buffer_size: int
     announce_checksum: bool
+    transport: Transport = "tcp"
 
 
 def _parse_headers(items: tuple[str, ...]) -> dict[str, str | int]:
@@ -305,6 +339,7 @@ async def _upload_once(
         on_key=on_key,
         on_retry=on_retry,
         announce_checksum=options.announce_checksum,
+        transport=options.transport,
     )
     if saved is not None:
         _announce_key(saved.key, resumed=True)
@@ -453,6 +488,7 @@ STATUS_ROUTE: Final = "/stream-status"
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
 @_server_option
+@_transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
 @_quiet_option
 @click.pass_context
@@ -468,12 +504,14 @@ def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, qu
     if server is None and saved is not None:
         server = saved.server
     address = _resolve_server(ctx, server)
-    _run(lambda: _status(key, address, saved, out))
+    _run(lambda: _status(key, address, saved, out, ctx.obj["transport"]))
 
 
-async def _status(key: str, server: str, saved: SavedUpload | None, out: Output) -> int:
+async def _status(
+    key: str, server: str, saved: SavedUpload | None, out: Output, transport: Transport = "tcp"
+) -> int:
     try:
-        async with connect(server) as conn:
+        async with connect(server, transport=transport) as conn:
             reply = await conn.request(STATUS_ROUTE, json={"key": key})
     except XStreamError as exc:
         if exc.status != 404:
@@ -526,6 +564,7 @@ def _print_saved(saved: SavedUpload, out: Output) -> None:
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("route")
 @_server_option
+@_transport_option
 @click.option("--json", "json_payload", metavar="JSON", help="send this JSON value")
 @click.option("--text", "text_payload", metavar="TEXT", help="send this text")
 @click.option(
@@ -569,7 +608,10 @@ def request(
     elif data_file is not None:
         body["data"] = data_file.read()
     address = _resolve_server(ctx, server)
-    _run(lambda: _request(route, address, body, _parse_headers(headers), request_id, out))
+    transport = ctx.obj["transport"]
+    _run(
+        lambda: _request(route, address, body, _parse_headers(headers), request_id, out, transport)
+    )
 
 
 async def _request(
@@ -579,9 +621,10 @@ async def _request(
     metadata: dict[str, str | int],
     request_id: str | None,
     out: Output,
+    transport: Transport = "tcp",
 ) -> int:
     try:
-        async with connect(server) as conn:
+        async with connect(server, transport=transport) as conn:
             reply = await conn.request(route, **body, metadata=metadata, id=request_id, check=False)
     except (XStreamError, ClientError) as exc:
         _server_errors(out, exc)
