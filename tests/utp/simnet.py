@@ -84,6 +84,8 @@ class SimNet:
 
     def step(self) -> bool:
         """Advance to the next event; False when nothing is left to happen."""
+        for endpoint in self.endpoints():
+            check_accounting(endpoint)
         self._flush()
         deadlines = [(e.deadline, i) for i, e in enumerate(self.endpoints()) if e.deadline]
         next_timer = min(deadlines, default=None)
@@ -134,3 +136,11 @@ class _FixedFirst(random.Random):
             first, self._first = self._first, None
             return first
         return super().randrange(*args)
+
+
+def check_accounting(connection: UtpConnection) -> None:
+    """The running totals the connection keeps match what they count."""
+    in_flight = list(connection._in_flight.values())
+    assert connection._unacked_bytes == sum(len(p.payload) for p in in_flight)
+    assert connection._flight_bytes == sum(len(p.payload) for p in in_flight if not p.needs_resend)
+    assert connection._awaiting_resend == sum(p.needs_resend for p in in_flight)

@@ -7,7 +7,6 @@ import os
 import random
 import re
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from xstream_server.client import Progress, Upload, UploadClosed, UploadResult, 
 from xstream_server.server import Server
 
 from .conftest import random_file, utp_address
+from .relay import LossyRelay
 
 MiB = 1024 * 1024
 
@@ -39,53 +39,6 @@ async def test_upload_over_utp(utp_server: Server, tmp_path: Path) -> None:
     assert result.size == 8 * MiB
     stored = utp_server.settings.data_dir / "streams"
     assert stored.exists()
-
-
-class LossyRelay(asyncio.DatagramProtocol):
-    """A UDP relay between one client and the server that drops, duplicates and delays
-    (so reorders) a few percent of the datagrams, as a seeded ``Random`` decides."""
-
-    def __init__(self, server: tuple[str, int], seed: int, rate: float) -> None:
-        self.server = server
-        self.rng = random.Random(seed)
-        self.rate = rate
-        self.client: tuple[str, int] | None = None
-        self.transport: asyncio.DatagramTransport | None = None
-        self.counts = {"dropped": 0, "duplicated": 0, "delayed": 0, "passed": 0}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if addr != self.server:
-            self.client = addr
-            target = self.server
-        elif self.client is not None:
-            target = self.client
-        else:
-            return
-        roll = self.rng.random()
-        if roll < self.rate:
-            self.counts["dropped"] += 1
-            return
-        send = self._sender(data, target)
-        if roll < 2 * self.rate:
-            self.counts["duplicated"] += 1
-            send()
-            send()
-        elif roll < 3 * self.rate:
-            self.counts["delayed"] += 1  # overtaken by the datagrams after it
-            asyncio.get_running_loop().call_later(self.rng.random() * 0.01, send)
-        else:
-            self.counts["passed"] += 1
-            send()
-
-    def _sender(self, data: bytes, target: tuple[str, int]) -> Callable[[], None]:
-        def send() -> None:
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.sendto(data, target)
-
-        return send
 
 
 async def test_upload_through_a_lossy_relay(utp_server: Server, tmp_path: Path) -> None:

@@ -4,11 +4,13 @@
 //                                       connection until stdin closes
 //   node peer.js echo-request PORT SIZE send an x-stream /echo request with a JSON payload of
 //                                       about SIZE bytes, print what came back
+//   node peer.js pair SIZE              move SIZE bytes between two libutp sockets in this
+//                                       process, print the seconds and CPU seconds it took
 const crypto = require('crypto')
 const utp = require('utp-native')
 
 const [mode, portArg, sizeArg] = process.argv.slice(2)
-setTimeout(() => { console.error('peer.js: timed out'); process.exit(2) }, 30000).unref()
+setTimeout(() => { console.error('peer.js: timed out'); process.exit(2) }, 120000).unref()
 
 if (mode === 'echo-server') {
   let received = 0
@@ -48,7 +50,36 @@ if (mode === 'echo-server') {
     socket.end()
   })
   socket.on('close', () => process.exit(0))
+} else if (mode === 'pair') {
+  const size = Number(portArg)
+  const block = crypto.randomBytes(1 << 20)
+  const started = process.hrtime.bigint()
+  const cpu = process.cpuUsage()
+  let received = 0
+  const server = utp.createServer((socket) => {
+    socket.on('data', (data) => { received += data.length })
+    socket.on('end', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9
+      const used = process.cpuUsage(cpu)
+      const cpuSeconds = (used.user + used.system) / 1e6
+      console.log(JSON.stringify({ received, seconds, cpu_seconds: cpuSeconds }))
+      process.exit(0)
+    })
+  })
+  server.listen(0, '127.0.0.1', () => {
+    const socket = utp.connect(server.address().port, '127.0.0.1')
+    let sent = 0
+    const pump = () => {
+      while (sent < size) {
+        const chunk = block.subarray(0, Math.min(block.length, size - sent))
+        sent += chunk.length
+        if (!socket.write(chunk)) { socket.once('drain', pump); return }
+      }
+      socket.end()
+    }
+    pump()
+  })
 } else {
-  console.error('usage: node peer.js echo-server | echo-request PORT SIZE')
+  console.error('usage: node peer.js echo-server | echo-request PORT SIZE | pair SIZE')
   process.exit(64)
 }

@@ -131,6 +131,8 @@ class UtpConnection:
         self._send_buffer = bytearray()
         self._in_flight: dict[int, _Outgoing] = {}  # by seq_nr, oldest first
         self._flight_bytes = 0  # payload of the packets in flight not declared lost
+        self._unacked_bytes = 0  # payload of every packet in flight
+        self._awaiting_resend = 0  # packets declared lost, not yet resent
         self._peer_window = settings.packet_size
         self.cwnd = settings.initial_cwnd
         self._slow_start = True
@@ -221,8 +223,7 @@ class UtpConnection:
     @property
     def buffered_bytes(self) -> int:
         """Written but not yet acknowledged by the peer."""
-        in_flight = sum(len(packet.payload) for packet in self._in_flight.values())
-        return len(self._send_buffer) + in_flight
+        return len(self._send_buffer) + self._unacked_bytes
 
     @property
     def readable(self) -> int:
@@ -327,6 +328,7 @@ class UtpConnection:
         for packet in self._in_flight.values():
             if not packet.needs_resend:
                 packet.needs_resend = True
+                self._awaiting_resend += 1
                 self._flight_bytes -= len(packet.payload)
         self.cwnd = self.settings.packet_size
         self._slow_start = False
@@ -378,15 +380,22 @@ class UtpConnection:
         self._seq_nr = (self._seq_nr + 1) & SEQ_MASK
         self._in_flight[packet.seq_nr] = packet
         self._flight_bytes += len(payload)
+        self._unacked_bytes += len(payload)
         return self._send(packet, now)
 
     def _resend_lost(self, now: float) -> list[bytes]:
         out = []
         for packet in self._in_flight.values():
-            if packet.needs_resend and self._may_send(len(packet.payload)):
-                packet.needs_resend = False
-                self._flight_bytes += len(packet.payload)
-                out.append(self._send(packet, now))
+            if not self._awaiting_resend:
+                break
+            if not packet.needs_resend:
+                continue
+            if not self._may_send(len(packet.payload)):
+                break  # oldest first: none after this one fits either
+            packet.needs_resend = False
+            self._awaiting_resend -= 1
+            self._flight_bytes += len(packet.payload)
+            out.append(self._send(packet, now))
         return out
 
     def _send(self, packet: _Outgoing, now: float) -> bytes:
@@ -465,9 +474,12 @@ class UtpConnection:
     def _on_acked(self, acked: list[_Outgoing], packet: Packet, now: float) -> None:
         bytes_acked = 0
         for outgoing in acked:
-            if not outgoing.needs_resend:
+            if outgoing.needs_resend:
+                self._awaiting_resend -= 1
+            else:
                 self._flight_bytes -= len(outgoing.payload)
             bytes_acked += len(outgoing.payload)
+            self._unacked_bytes -= len(outgoing.payload)
             if outgoing.transmissions == 1:  # Karn: no samples from resent packets
                 self._rtt_sample(now - outgoing.sent_at)
         self._timeouts_in_a_row = 0
@@ -517,6 +529,7 @@ class UtpConnection:
         if packet.needs_resend or packet.transmissions > 1 or packet.type is PacketType.SYN:
             return
         packet.needs_resend = True
+        self._awaiting_resend += 1
         self._flight_bytes -= len(packet.payload)
         if self._recovery_until is None:
             self.cwnd = max(self.settings.packet_size, self.cwnd // 2)
@@ -564,4 +577,4 @@ class UtpConnection:
         self._timeout_deadline = self._close_deadline = None
         self._send_buffer.clear()
         self._in_flight.clear()
-        self._flight_bytes = 0
+        self._flight_bytes = self._unacked_bytes = self._awaiting_resend = 0
