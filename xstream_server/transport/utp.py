@@ -5,9 +5,10 @@ connection is an ``asyncio.Transport`` too; only the end of a connection differs
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Final
 
-from ..utp.socket import UtpServer
+from ..utp.socket import UtpServer, UtpStream
 from .driver import ConnectionHub
 from .tcp import TcpConnection
 
@@ -18,7 +19,18 @@ if TYPE_CHECKING:
 __all__ = ["UtpConnection", "UtpTransportServer"]
 
 
+# How long closed connections may take to get their last packets acknowledged at shutdown.
+_LINGER_SECONDS: Final = 2.0
+
+
 class UtpConnection(TcpConnection):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, UtpStream)
+        # The driver forgets a connection once it is closed, as with TCP; the uTP
+        # connection goes on resending what the peer has not acknowledged.
+        transport.close_waits_for_ack = False
+        super().connection_made(transport)
+
     def close_after_last_packet(self) -> None:
         """uTP has no reset that could destroy our last packet: the FIN follows it, what
         still arrives is acknowledged and dropped, and the connection ends once the FIN
@@ -42,4 +54,4 @@ class UtpTransportServer:
         """Close every connection (see ``ConnectionHub.close``), then the socket."""
         await self.hub.close()
         if self._server is not None:
-            await self._server.close()
+            await self._server.close(linger=_LINGER_SECONDS)

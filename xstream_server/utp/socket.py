@@ -66,6 +66,10 @@ class UtpStream(asyncio.Transport):
         self.connected: asyncio.Future[None] = self._loop.create_future()
         self.protocol_ready = False  # connection_made was called
         self.outgoing = False  # we connected (else accepted)
+        # False: close() is done (connection_lost) once the FIN is sent, as a TCP socket's
+        # close is once the kernel has the bytes; the FIN's ack is then awaited in the
+        # background (until ``close_timeout``), and ``UtpServer.close`` lingers for it.
+        self.close_waits_for_ack = True
 
     def start(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
@@ -166,8 +170,14 @@ class UtpStream(asyncio.Transport):
             if connection.finished:
                 self._endpoint.forget(self)
             return
-        if connection.finished or (self._closed_for_reading and connection.fin_acked):
+        if connection.finished or (self._closed_for_reading and self._close_done()):
             self._lose()
+
+    def _close_done(self) -> bool:
+        connection = self.connection
+        if self.close_waits_for_ack:
+            return connection.fin_acked
+        return connection.state is ConnectionState.FIN_SENT or connection.fin_acked
 
     def _deliver(self) -> None:
         protocol = self._protocol
@@ -265,6 +275,8 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         self.sockname: Address = ("", 0)
         self.junk = 0  # datagrams that were not uTP packets
         self.closed: asyncio.Future[None] = loop.create_future()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self._rng = random.Random()
         self.close_when_empty = False  # a client's own socket: closed with its connection
 
@@ -320,6 +332,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         connection = UtpConnection.accept(syn, self.loop.time(), self._rng, self.settings)
         stream = UtpStream(self, connection, peer)
         self.streams[(peer, connection.recv_id)] = stream
+        self._empty.clear()
         self.touch(stream)  # our answer; the protocol comes once the peer speaks again
 
     def open(self, peer: Address) -> UtpStream:
@@ -334,6 +347,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         stream = UtpStream(self, connection, peer)
         stream.outgoing = True
         self.streams[(peer, recv_id)] = stream
+        self._empty.clear()
         self.touch(stream)
         return stream
 
@@ -342,6 +356,8 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         key = (stream.peer, stream.connection.recv_id)
         if self.streams.get(key) is stream:
             del self.streams[key]
+        if not self.streams:
+            self._empty.set()
         if self.close_when_empty and not self.streams and self.transport is not None:
             self.transport.close()
 
@@ -364,6 +380,12 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             return
         for datagram in datagrams:
             transport.sendto(datagram, peer)
+
+    async def wait_empty(self, timeout: float) -> None:
+        """Until every connection has ended on its own, or ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()
 
     def close(self) -> None:
         for stream in list(self.streams.values()):
@@ -414,10 +436,17 @@ class UtpServer:
     def sockname(self) -> Address:
         return self.endpoint.sockname
 
-    async def close(self) -> None:
-        """Destroy every connection and close the socket."""
-        self.endpoint.close()
-        await self.endpoint.closed
+    async def close(self, linger: float = 0.0) -> None:
+        """Give closing connections up to ``linger`` seconds to end cleanly, then destroy
+        the rest and close the socket."""
+        endpoint = self.endpoint
+        for stream in list(endpoint.streams.values()):
+            if not stream.protocol_ready:  # a handshake never completed: nothing to say
+                endpoint.forget(stream)
+        if linger > 0:
+            await endpoint.wait_empty(linger)
+        endpoint.close()
+        await endpoint.closed
 
 
 class UtpClient:
