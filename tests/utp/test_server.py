@@ -50,7 +50,7 @@ async def test_upload_through_a_lossy_relay(utp_server: Server, tmp_path: Path) 
     )
     try:
         port = relay_transport.get_extra_info("sockname")[1]
-        path, digest = random_file(tmp_path, 16 * MiB)
+        path, digest = random_file(tmp_path, 64 * MiB)
         result = await upload(path, server=f"127.0.0.1:{port}", transport="utp")
         assert result.sha256 == digest
         assert all(relay.counts[kind] > 10 for kind in ("dropped", "duplicated", "delayed"))

@@ -62,6 +62,7 @@ class _Outgoing:
     sent_at: float = 0.0
     transmissions: int = 0
     needs_resend: bool = False  # declared lost: not counted in flight until resent
+    urgent: bool = False  # fast retransmit: resent at once, whatever the window
 
 
 def _micros(now: float) -> int:
@@ -133,6 +134,7 @@ class UtpConnection:
         self._flight_bytes = 0  # payload of the packets in flight not declared lost
         self._unacked_bytes = 0  # payload of every packet in flight
         self._awaiting_resend = 0  # packets declared lost, not yet resent
+        self.stats = {"sent": 0, "resent": 0, "timeouts": 0, "fast_retransmits": 0}
         self._peer_window = settings.packet_size
         self.cwnd = settings.initial_cwnd
         self._slow_start = True
@@ -156,6 +158,9 @@ class UtpConnection:
         self.eof = False  # the peer's FIN arrived and every byte before it
         self.fin_acked = False  # our FIN is acknowledged: close() is done
         self._ack_due = False
+        # DATA packets in since our last ack: the owner acks at once past a few, so one
+        # lost ack does not leave a whole window unacknowledged until the timeout.
+        self.unacked_arrivals = 0
         self._advertised = settings.receive_buffer
         self._outbox: list[bytes] = []  # ready datagrams (SYN, RESET, answers to a SYN)
         self.established = True  # False for an accepted one until the peer speaks again
@@ -321,6 +326,7 @@ class UtpConnection:
             self._end(ConnectionState.CLOSED, None)
             return
         self._timeouts_in_a_row += 1
+        self.stats["timeouts"] += 1
         if self._timeouts_in_a_row > self.settings.max_retransmissions:
             self._end(ConnectionState.RESET, "the peer stopped answering")
             return
@@ -348,6 +354,7 @@ class UtpConnection:
             if self._ack_due and self.state is ConnectionState.CLOSED:
                 out.append(self._packet(PacketType.STATE, self._seq_nr, b"", now).encode())
                 self._ack_due = False
+                self.unacked_arrivals = 0
             return out
         size = self.settings.packet_size
         while self._send_buffer and self._may_send(min(size, len(self._send_buffer))):
@@ -365,6 +372,7 @@ class UtpConnection:
         if self._ack_due:
             out.append(self._packet(PacketType.STATE, self._seq_nr, b"", now).encode())
             self._ack_due = False
+            self.unacked_arrivals = 0
         return out
 
     # ---- internals: sending ------------------------------------------------------------------
@@ -390,9 +398,9 @@ class UtpConnection:
                 break
             if not packet.needs_resend:
                 continue
-            if not self._may_send(len(packet.payload)):
+            if not packet.urgent and not self._may_send(len(packet.payload)):
                 break  # oldest first: none after this one fits either
-            packet.needs_resend = False
+            packet.needs_resend = packet.urgent = False
             self._awaiting_resend -= 1
             self._flight_bytes += len(packet.payload)
             out.append(self._send(packet, now))
@@ -401,9 +409,11 @@ class UtpConnection:
     def _send(self, packet: _Outgoing, now: float) -> bytes:
         packet.sent_at = now
         packet.transmissions += 1
+        self.stats["sent" if packet.transmissions == 1 else "resent"] += 1
         if self._timeout_deadline is None:
             self._timeout_deadline = now + self._timeout
         self._ack_due = False  # every packet carries our ack
+        self.unacked_arrivals = 0
         return self._packet(packet.type, packet.seq_nr, packet.payload, now).encode()
 
     def _packet(self, packet_type: PacketType, seq_nr: int, payload: bytes, now: float) -> Packet:
@@ -443,7 +453,8 @@ class UtpConnection:
     def _handle_ack(self, packet: Packet, now: float) -> None:
         acked: list[_Outgoing] = []
         if self._acks(packet.ack_nr):
-            for seq in list(self._in_flight):
+            while self._in_flight:
+                seq = next(iter(self._in_flight))
                 if seq_distance(seq, packet.ack_nr) > 0:
                     break
                 acked.append(self._in_flight.pop(seq))
@@ -451,6 +462,9 @@ class UtpConnection:
             for seq in sack_bits(packet.ack_nr, packet.sack):
                 if seq in self._in_flight:
                     acked.append(self._in_flight.pop(seq))
+        # The latest send among the packets acked now: a resent packet older than that is
+        # lost again (it would otherwise wait for a timeout).
+        newest = max((outgoing.sent_at for outgoing in acked), default=-1.0)
         if acked:
             self._on_acked(acked, packet, now)
         # Loss detection: three duplicate acks, or three packets past the hole SACKed.
@@ -463,9 +477,9 @@ class UtpConnection:
         if self._in_flight:
             if self._duplicate_acks >= _DUPLICATE_ACKS:
                 self._duplicate_acks = 0
-                self._declare_lost(next(iter(self._in_flight.values())))
+                self._declare_lost(next(iter(self._in_flight.values())), newest)
             if packet.sack is not None:
-                self._sack_losses(packet.ack_nr, packet.sack)
+                self._sack_losses(packet.ack_nr, packet.sack, newest)
         if self.state is ConnectionState.FIN_SENT and not self._in_flight:
             self.fin_acked = True
             if self.eof:
@@ -514,22 +528,26 @@ class UtpConnection:
             self.cwnd += int(MAX_CWND_INCREASE_PER_RTT * off_target * window_factor)
         self.cwnd = max(self.settings.packet_size, min(self.cwnd, self.settings.max_cwnd))
 
-    def _sack_losses(self, ack_nr: int, mask: bytes) -> None:
+    def _sack_losses(self, ack_nr: int, mask: bytes, newest: float) -> None:
         """BEP 29: a packet is lost once three packets sent after it are acknowledged."""
         sacked = sorted(seq_distance(seq, ack_nr) for seq in sack_bits(ack_nr, mask))
-        for packet in list(self._in_flight.values()):
+        for packet in self._in_flight.values():
             distance = seq_distance(packet.seq_nr, ack_nr)
             if len(sacked) - bisect.bisect_right(sacked, distance) < _DUPLICATE_ACKS:
                 break
-            self._declare_lost(packet)
+            self._declare_lost(packet, newest)
 
-    def _declare_lost(self, packet: _Outgoing) -> None:
-        """Fast retransmit: resend at the next flush (each packet once this way; a packet
-        lost again waits for the timeout) and halve the window once per window of data."""
-        if packet.needs_resend or packet.transmissions > 1 or packet.type is PacketType.SYN:
+    def _declare_lost(self, packet: _Outgoing, newest_acked_send: float) -> None:
+        """Fast retransmit: resend at the next flush and halve the window once per window of
+        data. A packet already resent is declared lost again only when a packet sent after
+        its last send was acknowledged first."""
+        if packet.needs_resend or packet.type is PacketType.SYN:
             return
-        packet.needs_resend = True
+        if packet.transmissions > 1 and packet.sent_at >= newest_acked_send:
+            return
+        packet.needs_resend = packet.urgent = True
         self._awaiting_resend += 1
+        self.stats["fast_retransmits"] += 1
         self._flight_bytes -= len(packet.payload)
         if self._recovery_until is None:
             self.cwnd = max(self.settings.packet_size, self.cwnd // 2)
@@ -539,6 +557,7 @@ class UtpConnection:
     # ---- internals: receiving ------------------------------------------------------------------
     def _handle_data(self, packet: Packet) -> None:
         self._ack_due = True
+        self.unacked_arrivals += 1
         ahead = seq_distance(packet.seq_nr, self._ack_nr)
         if ahead <= 0:
             return  # a duplicate: acked again, nothing else

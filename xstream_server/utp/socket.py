@@ -37,6 +37,7 @@ DEFAULT_MAX_CONNECTIONS: Final = 5
 _HIGH_WATER: Final = 1024 * 1024
 _SOCKET_BUFFER: Final = 4 * 1024 * 1024
 _READ_CHUNK: Final = 256 * 1024
+_ACK_EVERY: Final = 8  # DATA packets between acks within one burst of datagrams
 
 
 class UtpError(ConnectionError):
@@ -308,6 +309,8 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             self.junk += 1
             return
         stream.connection.receive(packet, self.loop.time())
+        if stream.connection.unacked_arrivals >= _ACK_EVERY:
+            stream.service()  # an ack now, within a burst, besides the one at its end
         connection = stream.connection
         accepted = not stream.outgoing and connection.established and connection.is_open
         if accepted and not stream.connected.done() and self._on_accept is not None:
