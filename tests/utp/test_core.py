@@ -66,7 +66,9 @@ def test_delivery_under_any_mix_of_faults(
     seed: int, size: int, loss: float, duplicate: float, jitter: float
 ) -> None:
     link = Link(delay=0.005, jitter=jitter, loss=loss, duplicate=duplicate)
-    net = SimNet(seed, forward=link, backward=link, settings=UtpSettings(max_retransmissions=30))
+    # Up to 20 % loss each way: the server must wait as long as the client keeps resending.
+    patient = UtpSettings(max_retransmissions=30, handshake_timeout=3600)
+    net = SimNet(seed, forward=link, backward=link, settings=patient)
     data = _payload(size, seed)
     _transfer(net, data)
     assert bytes(net.received[1]) == data
@@ -213,3 +215,24 @@ def test_an_accepted_connection_waits_for_the_peer_to_speak_again() -> None:
     server.on_timer(server.settings.handshake_timeout)
     assert server.state is ConnectionState.RESET
     assert server.error == "handshake timed out"
+
+
+def test_data_completes_the_handshake_when_the_state_answer_is_lost() -> None:
+    client = UtpConnection.connect(9, 0.0, random.Random(1))
+    (syn,) = client.flush(0.0)
+    server = UtpConnection.accept(decode_packet(syn), 0.0, random.Random(2))
+    server.flush(0.0)  # the STATE answer, lost
+    server.write(b"server speaks first")
+    (data,) = server.flush(0.1)
+    client.receive(decode_packet(data), 0.2)
+    assert client.state is ConnectionState.CONNECTED
+    assert client.read() == b"server speaks first"
+
+
+def test_a_finished_connection_has_no_timer() -> None:
+    client = UtpConnection.connect(5, 0.0, random.Random(1))
+    (syn,) = client.flush(0.0)
+    server = UtpConnection.accept(decode_packet(syn), 0.0, random.Random(2))
+    server.on_timer(100.0)
+    assert server.finished
+    assert server.deadline is None

@@ -142,3 +142,16 @@ async def test_nobody_listening_is_an_error() -> None:
         with pytest.raises(UtpError):
             await client.connect(host, port, asyncio.Protocol, timeout=0.3)
         await client.close()
+
+
+async def test_packets_for_a_forgotten_connection_are_answered_with_reset(
+    echo_server: UtpServer,
+) -> None:
+    reader, writer = await open_utp_connection(*echo_server.sockname)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    (server_stream,) = echo_server.endpoint.streams.values()
+    echo_server.endpoint.forget(server_stream)  # as after a server restart
+    writer.write(b"anyone?")
+    with pytest.raises(UtpError, match="reset by peer"):
+        await reader.read()

@@ -297,10 +297,12 @@ class UtpConnection:
             self.established = True
             self._handshake_deadline = None
         if self.state is ConnectionState.SYN_SENT:
-            if packet.type is not PacketType.STATE or not self._acks(packet.ack_nr):
+            answer = packet.type in (PacketType.STATE, PacketType.DATA)
+            if not answer or not self._acks(packet.ack_nr):
                 return
             self.state = ConnectionState.CONNECTED
-            # A STATE carries the number the peer's first DATA will take.
+            # A STATE carries the number the peer's first DATA will take (and a DATA is
+            # that first one, if the STATE was lost).
             self._ack_nr = (packet.seq_nr - 1) & SEQ_MASK
         self._note_timestamps(packet, now)
         self._peer_window = packet.wnd_size
@@ -309,6 +311,8 @@ class UtpConnection:
             self._handle_data(packet)
 
     def on_timer(self, now: float) -> None:
+        if self.finished:
+            return
         if self._close_deadline is not None and now >= self._close_deadline:
             self._end(ConnectionState.CLOSED, None)
             return
@@ -593,7 +597,7 @@ class UtpConnection:
     def _end(self, state: ConnectionState, error: str | None) -> None:
         self.state = state
         self.error = error
-        self._timeout_deadline = self._close_deadline = None
+        self._timeout_deadline = self._close_deadline = self._handshake_deadline = None
         self._send_buffer.clear()
         self._in_flight.clear()
         self._flight_bytes = self._unacked_bytes = self._awaiting_resend = 0

@@ -110,8 +110,8 @@ class UtpStream(asyncio.Transport):
             self._endpoint.touch(self)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self._lost or not data:
-            return
+        if self._closing or self._lost or self.connection.finished or not data:
+            return  # as asyncio transports do, writes after the end are dropped
         self.connection.write(data)
         self._endpoint.touch(self)
         self._check_writing()
@@ -305,8 +305,15 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             if stream is None:
                 self._accept(packet, peer)
                 return
+        if stream is None and packet.type is PacketType.RESET:
+            stream = self._by_send_id(peer, packet.connection_id)
         if stream is None:
             self.junk += 1
+            if packet.type not in (PacketType.RESET, PacketType.SYN):
+                # As libutp does: tell the sender this connection is gone, so it stops
+                # resending (it matches the RESET on the id it sends with).
+                reset = Packet(PacketType.RESET, packet.connection_id, 0, packet.seq_nr)
+                self.send([reset.encode()], peer)
             return
         stream.connection.receive(packet, self.loop.time())
         if stream.connection.unacked_arrivals >= _ACK_EVERY:
@@ -328,6 +335,12 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
     # ---- connections --------------------------------------------------------------------------
+    def _by_send_id(self, peer: Address, send_id: int) -> UtpStream | None:
+        for (address, _), stream in self.streams.items():
+            if address == peer and stream.connection.send_id == send_id:
+                return stream
+        return None
+
     def _accept(self, syn: Packet, peer: Address) -> None:
         assert self._on_accept is not None
         if self.max_connections is not None and len(self.streams) >= self.max_connections:
