@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from xstream_server.utp import (
     ConnectionState,
+    Packet,
     PacketType,
     UtpConnection,
     UtpSettings,
@@ -236,3 +237,18 @@ def test_a_finished_connection_has_no_timer() -> None:
     server.on_timer(100.0)
     assert server.finished
     assert server.deadline is None
+
+
+def test_a_reset_after_both_fins_is_a_clean_end() -> None:
+    net = SimNet(12)
+    _transfer(net, b"all of it")
+    assert net.server is not None
+    server = net.server
+    server.close(net.now)
+    net.run_until(lambda: net.client.eof)
+    net.links = (net.links[0], Link(loss=1.0))  # the server's acks are lost from now on
+    net.client.close(net.now)
+    net.client.flush(net.now)
+    net.client.receive(Packet(PacketType.RESET, net.client.recv_id, 0, 0), net.now)
+    assert net.client.state is ConnectionState.CLOSED
+    assert net.client.error is None

@@ -286,7 +286,12 @@ class UtpConnection:
         if self.finished:
             return
         if packet.type is PacketType.RESET:
-            self._end(ConnectionState.RESET, "reset by peer")
+            if self._only_fin_unacked():
+                # The peer has all our data and has closed; it forgot the connection
+                # before its ack of our FIN reached us. Nothing was lost: a clean end.
+                self._end(ConnectionState.CLOSED, None)
+            else:
+                self._end(ConnectionState.RESET, "reset by peer")
             return
         if packet.type is PacketType.SYN:
             # Our answer was lost and the peer asks again.
@@ -324,7 +329,7 @@ class UtpConnection:
         if not self._in_flight:
             self._timeout_deadline = None
             return
-        if self.eof and self.state is ConnectionState.FIN_SENT and len(self._in_flight) == 1:
+        if self._only_fin_unacked():
             # Everything but our FIN is acknowledged and the peer has closed its side: its
             # ack of the FIN was lost, or it is gone. Nothing is left to deliver either way.
             self._end(ConnectionState.CLOSED, None)
@@ -344,6 +349,10 @@ class UtpConnection:
         self._slow_start = False
         self._timeout = min(self._timeout * 2, 60.0)
         self._timeout_deadline = None  # re-armed by the resend
+
+    def _only_fin_unacked(self) -> bool:
+        """The peer's FIN is in, every byte of ours acknowledged, at most our FIN is not."""
+        return self.eof and self.state is ConnectionState.FIN_SENT and len(self._in_flight) <= 1
 
     # ---- output ----------------------------------------------------------------------------
     def flush(self, now: float) -> list[bytes]:
