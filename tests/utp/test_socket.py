@@ -155,3 +155,64 @@ async def test_packets_for_a_forgotten_connection_are_answered_with_reset(
     writer.write(b"anyone?")
     with pytest.raises(UtpError, match="reset by peer"):
         await reader.read()
+
+
+class Holder(asyncio.Protocol):
+    """Pauses reading at its first bytes if they start with HOLD; echoes anything else."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.received = 0
+        self.everything = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if not self.received and data.startswith(b"HOLD"):
+            self.transport.pause_reading()
+        elif not data.startswith(b"HOLD") and not self.received:
+            self.transport.write(data)
+            return
+        self.received += len(data)
+        if self.received >= 8 * 1024 * 1024 and not self.everything.done():
+            self.everything.set_result(self.received)
+
+
+async def test_a_paused_reader_stalls_the_sender_without_loss() -> None:
+    holders: list[Holder] = []
+
+    def make() -> Holder:
+        holders.append(Holder())
+        return holders[-1]
+
+    server = await UtpServer.listen("127.0.0.1", 0, make)
+    client = UtpClient(max_connections=2)
+    try:
+        _, writer = await open_utp_connection(*server.sockname, client=client)
+        data = b"HOLD" + random.Random(2).randbytes(8 * 1024 * 1024 - 4)
+        writer.write(data)
+        # Let many round trips happen (on a second connection over the same sockets).
+        ping_reader, ping_writer = await open_utp_connection(*server.sockname, client=client)
+        for _ in range(50):
+            ping_writer.write(b"ping")
+            assert await ping_reader.readexactly(4) == b"ping"
+        (held,) = [s for s in server.endpoint.streams.values() if s.get_protocol() is holders[0]]
+        receive_buffer = held.connection.settings.receive_buffer
+        # The reader took the first packet only; the rest waits within the window it advertised,
+        # and the sender holds the remainder.
+        assert 0 < holders[0].received < 64 * 1024
+        assert held.connection.readable <= 2 * receive_buffer
+        stream = writer.transport
+        assert isinstance(stream, UtpStream)
+        assert stream.get_write_buffer_size() >= len(data) - 3 * receive_buffer
+        held.resume_reading()
+        async with asyncio.timeout(30):
+            assert await holders[0].everything == len(data)
+        for w in (writer, ping_writer):
+            w.close()
+            await w.wait_closed()
+    finally:
+        await client.close()
+        await server.close()
