@@ -222,7 +222,7 @@ class UtpStream(asyncio.Transport):
             protocol.resume_writing()
 
     def _arm_timer(self, deadline: float | None) -> None:
-        if deadline == self._timer_at:
+        if deadline == self._timer_at or self._endpoint.socket_closed:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -247,6 +247,19 @@ class UtpStream(asyncio.Transport):
             self._protocol.resume_writing()
         if self._protocol is not None and self.protocol_ready:
             self._protocol.connection_lost(exc)
+
+    def socket_gone(self) -> None:
+        """The UDP socket closed under the connection: it ends here."""
+        self.stop_timer()
+        if not self.connected.done():
+            if self.outgoing:
+                self.connected.set_exception(UtpError("the UDP socket closed"))
+            else:
+                self.connected.cancel()
+        if not self._lost:
+            self._lost = True
+            if self._protocol is not None and self.protocol_ready:
+                self._protocol.connection_lost(UtpError("the UDP socket closed"))
 
     def stop_timer(self) -> None:
         if self._timer is not None:
@@ -280,6 +293,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         self._empty.set()
         self._rng = random.Random()
         self.close_when_empty = False  # a client's own socket: closed with its connection
+        self.socket_closed = False
 
     # ---- asyncio.DatagramProtocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -329,8 +343,11 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         log.debug("uTP socket %s: %s", self.sockname, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.socket_closed = True
         for stream in list(self.streams.values()):
-            stream.stop_timer()
+            stream.socket_gone()
+        self.streams.clear()
+        self._touched.clear()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -379,6 +396,8 @@ class UtpEndpoint(asyncio.DatagramProtocol):
 
     # ---- output -------------------------------------------------------------------------------
     def touch(self, stream: UtpStream) -> None:
+        if self.socket_closed:
+            return  # nothing can be sent or received any more: no more work, no timers
         self._touched[stream] = None
         if not self._flush_scheduled:
             self._flush_scheduled = True
