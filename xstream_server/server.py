@@ -30,6 +30,7 @@ from .storage import FileStorage
 from .transport import TcpTransportServer
 from .transport.http import HttpContext, HttpTransportServer, build_http_app
 from .transport.limits import SharedLimits
+from .transport.utp import UtpTransportServer
 from .transport.websocket import WEBSOCKET_PATH, WebSocketEndpoint
 from .web import web_routes
 
@@ -81,6 +82,8 @@ class Server:
             settings.max_connections_per_address, settings.input_budget
         )
         self.transport: TcpTransportServer | None = None
+        self.utp_transport: UtpTransportServer | None = None
+        self.utp_port: int | None = None
         self.store: RedisStateStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         # The HTTP face exists before the engine does, so that it can be mounted into
@@ -136,6 +139,10 @@ class Server:
             self.http_host, self.http_port = await self.http.start(
                 self.settings.http_host, self.settings.http_port
             )
+        if self.settings.utp_port is not None:
+            self.utp_transport = UtpTransportServer(self.engine, self.settings)
+            _, self.utp_port = await self.utp_transport.start(self.host, self.settings.utp_port)
+            log.info("uTP on %s:%d (udp)", self.host, self.utp_port)
         loop = asyncio.get_running_loop()
         maintenance = self.engine.maintenance
         self._background = [
@@ -193,6 +200,8 @@ class Server:
         await asyncio.gather(*closing)
         if self.http is not None:
             await self.http.close()
+        if self.utp_transport is not None:
+            await self.utp_transport.close()
         if self.engine is not None:
             await self.engine.wait_settled(self.settings.shutdown_timeout)
         for task in self._background:

@@ -28,6 +28,8 @@ class ServerSettings(BaseSettings):
     http_cors_origins: tuple[str, ...] = ("*",)
     # The upload page at / on the HTTP port (the JS client stays at /web/xstream.js).
     http_page: bool = True
+    # UDP port of the uTP transport (PROTOCOL §9); None: no uTP.
+    utp_port: int | None = Field(default=None, ge=0, le=65535)
     data_dir: Path = Path("data")
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None

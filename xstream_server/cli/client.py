@@ -38,6 +38,7 @@ from ..client import (
     connect,
     parse_address,
 )
+from ..client.connection import Transport
 from ..client.errors import ChecksumMismatchError
 from ..client.resume_state import FileIdentity, ResumeStore, SavedUpload
 
@@ -150,6 +151,22 @@ _server_option = click.option(
     "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
 )
 _quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, no notes")
+_TRANSPORTS = click.Choice(["tcp", "utp"])
+
+
+def _set_transport(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["transport"] = value
+
+
+# After a command as before it: ``xstream upload big.iso --transport utp``.
+_transport_option = click.option(
+    "--transport",
+    type=_TRANSPORTS,
+    expose_value=False,
+    callback=_set_transport,
+    help="tcp, or utp (uTP over UDP: HOST:PORT is then the server's --utp-port)",
+)
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,12 +187,25 @@ _quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, n
     help="the authorization header of every request, e.g. 'Bearer <token>' (env "
     "XSTREAM_AUTHORIZATION, which other users cannot see in the process list)",
 )
+@click.option(
+    "--transport",
+    envvar="XSTREAM_TRANSPORT",
+    type=_TRANSPORTS,
+    default="tcp",
+    show_default=True,
+    help="tcp, or utp: uTP over UDP (env XSTREAM_TRANSPORT)",
+)
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar, no notes")
 @click.version_option(package_name="xstream", prog_name="xstream")
 @click.pass_context
 def main(
-    ctx: click.Context, server: str, authorization: str | None, json_mode: bool, quiet: bool
+    ctx: click.Context,
+    server: str,
+    authorization: str | None,
+    transport: str,
+    json_mode: bool,
+    quiet: bool,
 ) -> None:
     """Client of x-stream upload servers.
 
@@ -184,7 +214,13 @@ def main(
     (the key is kept in $XSTREAM_STATE_DIR, else $XDG_STATE_HOME/xstream, else
     ~/.local/state/xstream).
     """
-    ctx.obj = {"server": server, "json": json_mode, "quiet": quiet, "authorization": authorization}
+    ctx.obj = {
+        "server": server,
+        "transport": transport,
+        "json": json_mode,
+        "quiet": quiet,
+        "authorization": authorization,
+    }
 
 
 # -- upload --------------------------------------------------------------------------------
@@ -193,6 +229,7 @@ def main(
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @_server_option
+@_transport_option
 @click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="stream route")
 @click.option("--name", help="name sent to the route [default: the file's name]")
 @click.option(
@@ -251,6 +288,7 @@ def upload(
         buffer_size,
         checksum,
         ctx.obj["authorization"],
+        ctx.obj["transport"],
     )
     _run(lambda: _upload(file, options, out, ResumeStore()))
 
@@ -265,6 +303,7 @@ class _UploadOptions:
     buffer_size: int
     announce_checksum: bool
     authorization: str | None
+    transport: Transport = "tcp"
 
 
 def _parse_headers(items: tuple[str, ...]) -> dict[str, str | int]:
@@ -330,6 +369,7 @@ async def _upload_once(
         on_retry=on_retry,
         announce_checksum=options.announce_checksum,
         authorization=options.authorization,
+        transport=options.transport,
     )
     if saved is not None:
         _announce_key(saved.key, resumed=True)
@@ -478,6 +518,7 @@ STATUS_ROUTE: Final = "/stream-status"
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
 @_server_option
+@_transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
 @_quiet_option
 @click.pass_context
@@ -493,14 +534,19 @@ def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, qu
     if server is None and saved is not None:
         server = saved.server
     address = _resolve_server(ctx, server)
-    _run(lambda: _status(key, address, saved, out, ctx.obj["authorization"]))
+    _run(lambda: _status(key, address, saved, out, ctx.obj["authorization"], ctx.obj["transport"]))
 
 
 async def _status(
-    key: str, server: str, saved: SavedUpload | None, out: Output, authorization: str | None
+    key: str,
+    server: str,
+    saved: SavedUpload | None,
+    out: Output,
+    authorization: str | None,
+    transport: Transport = "tcp",
 ) -> int:
     try:
-        async with connect(server) as conn:
+        async with connect(server, transport=transport) as conn:
             reply = await conn.request(STATUS_ROUTE, json={"key": key}, authorization=authorization)
     except XStreamError as exc:
         if exc.status != 404:
@@ -553,6 +599,7 @@ def _print_saved(saved: SavedUpload, out: Output) -> None:
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("route")
 @_server_option
+@_transport_option
 @click.option("--json", "json_payload", metavar="JSON", help="send this JSON value")
 @click.option("--text", "text_payload", metavar="TEXT", help="send this text")
 @click.option(
@@ -598,7 +645,10 @@ def request(
     address = _resolve_server(ctx, server)
     metadata = _parse_headers(headers)
     authorization = ctx.obj["authorization"]
-    _run(lambda: _request(route, address, body, metadata, request_id, authorization, out))
+    transport = ctx.obj["transport"]
+    _run(
+        lambda: _request(route, address, body, metadata, request_id, authorization, out, transport)
+    )
 
 
 async def _request(
@@ -609,9 +659,10 @@ async def _request(
     request_id: str | None,
     authorization: str | None,
     out: Output,
+    transport: Transport = "tcp",
 ) -> int:
     try:
-        async with connect(server) as conn:
+        async with connect(server, transport=transport) as conn:
             reply = await conn.request(
                 route,
                 **body,

@@ -33,6 +33,7 @@ __all__ = ["main"]
 @click.option("--http-port", type=int, help="HTTP port; 0 picks a free one [7080].")
 @click.option("--http/--no-http", default=None, help="Serve the HTTP face [on].")
 @click.option("--page/--no-page", "http_page", default=None, help="The upload page at / [on].")
+@click.option("--utp-port", type=int, help="UDP port for uTP; 0 picks a free one [off].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where streams live [./data].")
 @click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")
 @click.option("--app", "app_spec", help="module:attribute of the App to serve [handlers:app].")

@@ -18,9 +18,10 @@ from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Literal
 
 from ..protocol import Limits, Packet, PacketDecoder, RemoteProtocolError, encode_packet
+from ..utp.socket import open_utp_connection
 from .errors import ClientError, ServerProtocolError, error_for_status
 
 __all__ = [
@@ -29,11 +30,13 @@ __all__ = [
     "ClientResponse",
     "ConnectionLostError",
     "StreamGrant",
+    "Transport",
     "connect",
     "parse_address",
 ]
 
 DEFAULT_PORT: Final = 7070
+Transport = Literal["tcp", "utp"]
 # Replies of routes may be larger than the server's own default request limit.
 _CLIENT_LIMITS: Final = Limits(max_header_block=64 * 1024, max_headers=256, max_payload=1 << 30)
 _READ_SIZE: Final = 256 * 1024
@@ -155,11 +158,17 @@ class ClientConnection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int = DEFAULT_PORT, *, connect_timeout: float | None = 10.0
+        cls,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        connect_timeout: float | None = 10.0,
+        transport: Transport = "tcp",
     ) -> ClientConnection:
+        """``transport``: ``"tcp"``, or ``"utp"`` (``port`` is then the server's UDP port)."""
         try:
             async with asyncio.timeout(connect_timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+                reader, writer = await _open_streams(transport, host, port)
         except TimeoutError:
             raise ConnectionLostError(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
@@ -498,16 +507,29 @@ def _parse_grant(response: ClientResponse, total: int, key: str | None) -> Strea
     return StreamGrant(granted_key, offset, window, buffer_size, total, response)
 
 
+async def _open_streams(
+    transport: Transport, host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The one place a transport is chosen: any byte stream carries the packet protocol."""
+    if transport == "utp":
+        return await open_utp_connection(host, port, limit=_READ_SIZE)
+    if transport != "tcp":
+        raise ValueError(f"unknown transport {transport!r}: tcp or utp")
+    return await asyncio.open_connection(host, port, limit=_READ_SIZE)
+
+
 class _Connecting:
     """What ``connect`` returns: await it, or use it with ``async with``."""
 
-    def __init__(self, host: str, port: int, timeout: float | None) -> None:
-        self._args = (host, port, timeout)
+    def __init__(self, host: str, port: int, timeout: float | None, transport: Transport) -> None:
+        self._args = (host, port, timeout, transport)
         self._connection: ClientConnection | None = None
 
     def __await__(self) -> Generator[Any, None, ClientConnection]:
-        host, port, timeout = self._args
-        return ClientConnection.open(host, port, connect_timeout=timeout).__await__()
+        host, port, timeout, transport = self._args
+        return ClientConnection.open(
+            host, port, connect_timeout=timeout, transport=transport
+        ).__await__()
 
     async def __aenter__(self) -> ClientConnection:
         self._connection = await self
@@ -524,7 +546,10 @@ class _Connecting:
 
 
 def connect(
-    server: str = f"127.0.0.1:{DEFAULT_PORT}", *, timeout: float | None = 10.0
+    server: str = f"127.0.0.1:{DEFAULT_PORT}",
+    *,
+    timeout: float | None = 10.0,
+    transport: Transport = "tcp",
 ) -> _Connecting:
     """Open a connection to ``server`` (``host:port``)::
 
@@ -532,4 +557,4 @@ def connect(
         reply = await conn.request("/echo", json={"hello": 1})
     """
     host, port = parse_address(server)
-    return _Connecting(host, port, timeout)
+    return _Connecting(host, port, timeout, transport)

@@ -32,6 +32,7 @@ from .connection import (
     ClientConnection,
     ClientResponse,
     ConnectionLostError,
+    Transport,
     parse_address,
 )
 from .errors import (
@@ -134,6 +135,7 @@ class Upload:
         on_retry: RetryCallback | None = None,
         announce_checksum: bool = False,
         replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+        transport: Transport = "tcp",
     ) -> None:
         if buffer_size < 1:
             raise ValueError("buffer_size must be ≥ 1")
@@ -153,6 +155,7 @@ class Upload:
         self._buffer_size = buffer_size
         self._retry = retry or RetryPolicy()
         self._connect_timeout = connect_timeout
+        self._transport: Transport = transport
         self._reply_timeout = reply_timeout
         self._stall_timeout = stall_timeout
         self._on_key = on_key
@@ -298,7 +301,9 @@ class Upload:
 
     async def _upload_on_new_connection(self, checksum: str | None) -> ClientResponse:
         host, port = self._address
-        connection = await ClientConnection.open(host, port, connect_timeout=self._connect_timeout)
+        connection = await ClientConnection.open(
+            host, port, connect_timeout=self._connect_timeout, transport=self._transport
+        )
         connection.stall_timeout = self._stall_timeout
         self._connection = connection
         while True:
@@ -423,6 +428,7 @@ async def upload(
     on_retry: RetryCallback | None = None,
     announce_checksum: bool = False,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+    transport: Transport = "tcp",
 ) -> UploadResult:
     """Upload ``source`` to the end; the options are those of ``Upload``."""
     return await Upload(
@@ -444,6 +450,7 @@ async def upload(
         on_retry=on_retry,
         announce_checksum=announce_checksum,
         replay_buffer=replay_buffer,
+        transport=transport,
     ).run()
 
 
@@ -467,6 +474,7 @@ def upload_sync(
     on_retry: RetryCallback | None = None,
     announce_checksum: bool = False,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+    transport: Transport = "tcp",
 ) -> UploadResult:
     """For scripts: ``upload_sync("big.iso", server="host:7070")`` runs its own event loop;
     the options are those of ``Upload``."""
@@ -490,5 +498,6 @@ def upload_sync(
             on_retry=on_retry,
             announce_checksum=announce_checksum,
             replay_buffer=replay_buffer,
+            transport=transport,
         )
     )
