@@ -20,8 +20,8 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   shutdown; takeovers call it too), ``body_ended()`` (the sender has no more bytes for
   it: an HTTP body shorter than the window) or ``client_gone()``. With a ``PartCheck``
   (``receive(accepted, reading, check)``, a tus ``Upload-Checksum``) the window's bytes
-  count only once they match it: a mismatch cuts them off and answers 460. ``await result()`` is the
-  completion to send, or None when nobody is left to answer.
+  count only once they match it: a mismatch cuts them off and answers 460.
+  ``await result()`` is the completion to send, or None when nobody is left to answer.
 * A window of W = 0 (the stream is complete, or finalized before a crash) has no
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
 * ``create_stream(request, client, length_deferred=False)`` creates a stream without a
@@ -33,8 +33,8 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
   termination), stopping a window still open on it first.
 
-How a new transport plugs in: byte-stream transports (TCP today; WebSocket and uTP next)
-reuse ``transport.driver.ConnectionDriver``, which runs the sans-IO protocol core against
+How a new transport plugs in: byte-stream transports (TCP, WebSocket and uTP) reuse
+``transport.driver.ConnectionDriver``, which runs the sans-IO protocol core against
 this API and only needs a ``Channel`` (write, pause/resume reading, close). A transport
 with a protocol of its own (HTTP/tus) calls the API above directly.
 
