@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from selenium import webdriver
 
 from tests.browser.conftest import (
@@ -138,6 +139,31 @@ def test_refusals_are_shown_as_sentences(
     wait_state(browser, path.name, "error")
     assert data(browser, path.name, "status") == "404"
     assert "No such upload route" in card(browser, path.name).text
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "sentence"),
+    [
+        ("/small", "413", "too large for this server"),
+        ("/members", "401", "sign in first"),
+        ("/closed", "403", "Not allowed to upload here"),
+    ],
+)
+def test_refusals_by_the_route(
+    browser: webdriver.Chrome,
+    page_server: StartServer,
+    tmp_path: Path,
+    route: str,
+    status: str,
+    sentence: str,
+) -> None:
+    server = page_server(app="tests.browser.app:app")
+    path, _ = pattern_file(tmp_path, "refused.bin", 100_000)
+    open_page(browser, server.url + f"?route={route}")
+    choose(browser, path)
+    wait_state(browser, path.name, "error")
+    assert data(browser, path.name, "status") == status
+    assert sentence in card(browser, path.name).text
 
 
 def test_the_page_resumes_by_itself_after_the_server_restarts(
