@@ -116,6 +116,7 @@ class Item {
     this.samples = [];
     let lastPaint = 0;
     let firstWindow = true;
+    const started = performance.now();
     try {
       const result = await upload(this.file, {
         route,
@@ -138,6 +139,8 @@ class Item {
             this.setState("reconnecting", `Connection lost; reconnecting (attempt ${p.attempt})… ${formatBytes(p.durable)} are safe on the server.`);
           } else if (p.state === "uploading" && this.card.dataset.state !== "uploading") {
             this.setState("uploading", this.resumedFrom ? `Resumed at ${formatBytes(this.resumedFrom)}.` : "");
+          } else if (p.state === "hashing") {
+            this.setState("hashing", "Reading the part sent earlier to compute the sha256…");
           } else if (p.state === "verifying") this.setState("verifying", "Checking sha256…");
           const now = performance.now();
           if (now - lastPaint > 100 || p.state !== "uploading") {
@@ -153,7 +156,10 @@ class Item {
       this.card.querySelector(".sha256").textContent = result.sha256 || "(not reported)";
       const how = result.verified ? "sha256 checked in your browser against the server's" : "sha256 as reported by the server";
       const resumed = this.resumedFrom ? ` Resumed at ${formatBytes(this.resumedFrom)}.` : "";
-      this.card.querySelector(".stats").textContent = `${formatBytes(this.file.size)} uploaded`;
+      const seconds = (performance.now() - started) / 1000;
+      const moved = this.file.size - (this.resumedFrom || 0);
+      const average = seconds > 0 ? ` · ${formatBytes(Math.round(moved / seconds))}/s` : "";
+      this.card.querySelector(".stats").textContent = `${formatBytes(this.file.size)} uploaded in ${formatDuration(seconds)}${average}`;
       this.setState("done", `Done: ${how}.${resumed}`);
     } catch (error) {
       if (error?.name === "AbortError") {

@@ -501,7 +501,9 @@ function packetError(packet, key) {
  *   server       ws(s)://, http(s):// URL or host:port (default: this page's origin)
  *   metadata     {name: value} headers for the route's handler (`name` defaults to file.name)
  *   authorization  sent as the `authorization` header
- *   onProgress   called with {sent, durable, total, key, state, attempt} as bytes go out
+ *   onProgress   called with {sent, durable, total, key, state, attempt} as bytes go out;
+ *                state: connecting, uploading, hashing (re-reading the part sent before a
+ *                resume, for the sha256), reconnecting, verifying, done
  *   signal       an AbortSignal: aborting pauses (the key is kept; upload() again resumes)
  *   sliceSize    bytes read from the file at a time (default 1 MiB)
  *   highWater    bytes the socket may queue before we wait (default 8 MiB)
@@ -549,6 +551,7 @@ export async function upload(file, options = {}) {
 
   // Bring the hash to `position` by reading the file prefix it has not seen (after a resume).
   const hashUpTo = async (position) => {
+    if (hasher && position - hasher.length > sliceSize) report(hasher.length, "hashing", failures);
     while (hasher && hasher.length < position) {
       const end = Math.min(position, hasher.length + sliceSize);
       hasher.update(new Uint8Array(await file.slice(hasher.length, end).arrayBuffer()));
