@@ -109,6 +109,8 @@ def test_pause_and_resume(
     open_page(browser, server.url + f"?rate={2 * MiB}")
     choose(browser, path)
     wait_for(browser, lambda: int(data(browser, path.name, "sent") or 0) >= 2 * MiB)
+    wait_for(browser, lambda: "left" in card(browser, path.name).text)  # rate and time left
+    save_screenshot(browser, "upload-page-uploading.png")
     card(browser, path.name).find_element("css selector", ".pause").click()
     wait_state(browser, path.name, "paused")
     key = data(browser, path.name, "key")
