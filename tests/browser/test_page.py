@@ -119,8 +119,15 @@ def test_pause_and_resume(
     assert 2 * MiB <= offset < 6 * MiB
     assert "Paused" in card(browser, path.name).text
     card(browser, path.name).find_element("css selector", ".resume").click()
-    wait_state(browser, path.name, "done")
+    wait_state(browser, path.name, "uploading")
     assert int(data(browser, path.name, "resumed-from")) == offset
+    # Paused again, the same file chosen again resumes its card instead of racing it.
+    card(browser, path.name).find_element("css selector", ".pause").click()
+    wait_state(browser, path.name, "paused")
+    choose(browser, path)
+    wait_state(browser, path.name, "done")
+    assert len(browser.find_elements("css selector", ".card")) == 1
+    assert int(data(browser, path.name, "resumed-from")) >= offset
     assert data(browser, path.name, "sha256") == digest
     assert stored(server, key) == path.read_bytes()
 

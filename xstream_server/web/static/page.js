@@ -200,6 +200,14 @@ function pump() {
 
 function addFiles(files) {
   for (const file of files) {
+    const slot = resumeSlot(endpoint, route, file);
+    const twin = [...list.children].find(
+      (card) => card.dataset.state !== "done" && resumeSlot(endpoint, route, card.item.file) === slot,
+    );
+    if (twin) {
+      twin.item.enqueue(); // the same file again: resume that card, not a rival upload
+      continue;
+    }
     if (file.size === 0) {
       const item = new Item(file);
       item.setState("error", "This file is empty: nothing to upload.");
