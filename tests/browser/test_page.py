@@ -91,6 +91,10 @@ def test_a_reload_mid_upload_resumes_from_the_durable_offset(
     durable = stream_status(server, key)["offset"]
     assert isinstance(durable, int)
     assert durable >= 2 * MiB
+    # It shows how much the server holds, as /stream-status tells it.
+    entry = pending.find_element("css selector", f'li[data-name="{path.name}"]')
+    wait_for(browser, lambda: entry.get_attribute("data-offset") == str(durable))
+    save_screenshot(browser, "upload-page-after-reload.png")
     choose(browser, path)
     wait_state(browser, path.name, "done")
     assert data(browser, path.name, "key") == key

@@ -239,8 +239,32 @@ function showPending() {
     });
     li.append(text, forget);
     ul.append(li);
+    if (!server) refreshPending(entry, text);
   }
   section.hidden = entries.length === 0;
+}
+
+// What the server holds durably of an interrupted upload (the page only learns offsets at
+// window boundaries): asked of /stream-status, when the page is served by that server.
+async function refreshPending(entry, text) {
+  try {
+    const answer = await fetch("/stream-status", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: entry.key }),
+    });
+    if (answer.status === 410) {
+      text.textContent = `${entry.name} · expired on the server; choosing it again starts over`;
+      return;
+    }
+    if (!answer.ok) return;
+    const status = await answer.json();
+    const percent = Math.floor((100 * status.offset) / entry.size);
+    text.textContent = `${entry.name} · ${formatBytes(status.offset)} of ${formatBytes(entry.size)} stored (${percent}%)`;
+    text.parentElement.dataset.offset = String(status.offset);
+  } catch {
+    // Offline: keep what the page remembered.
+  }
 }
 
 const input = $("#files");
