@@ -64,6 +64,7 @@ class PageServer:
     data_dir: Path
     http_port: int
     tcp_port: int
+    app: str
     env: dict[str, str]
     process: ServerProcess | None = None
 
@@ -74,8 +75,7 @@ class PageServer:
     def start(self) -> PageServer:
         self.process = self.spawn(
             *("--port", str(self.tcp_port), "--http-port", str(self.http_port)),
-            "--lease-seconds",
-            "1",
+            *("--lease-seconds", "1", "--app", self.app),
             env=self.env,
             data_dir=self.data_dir,
         )
@@ -88,8 +88,8 @@ class PageServer:
 
 @pytest.fixture
 def page_server(spawn_server: SpawnServer, tmp_path: Path) -> Callable[..., PageServer]:
-    def start(**env: str) -> PageServer:
-        server = PageServer(spawn_server, tmp_path / "data", _free_port(), _free_port(), env)
+    def start(app: str = "handlers:app", **env: str) -> PageServer:
+        server = PageServer(spawn_server, tmp_path / "data", _free_port(), _free_port(), app, env)
         return server.start()
 
     return start

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from selenium import webdriver
 
 from tests.browser.conftest import (
@@ -90,6 +91,10 @@ def test_a_reload_mid_upload_resumes_from_the_durable_offset(
     durable = stream_status(server, key)["offset"]
     assert isinstance(durable, int)
     assert durable >= 2 * MiB
+    # It shows how much the server holds, as /stream-status tells it.
+    entry = pending.find_element("css selector", f'li[data-name="{path.name}"]')
+    wait_for(browser, lambda: entry.get_attribute("data-offset") == str(durable))
+    save_screenshot(browser, "upload-page-after-reload.png")
     choose(browser, path)
     wait_state(browser, path.name, "done")
     assert data(browser, path.name, "key") == key
@@ -108,6 +113,8 @@ def test_pause_and_resume(
     open_page(browser, server.url + f"?rate={2 * MiB}")
     choose(browser, path)
     wait_for(browser, lambda: int(data(browser, path.name, "sent") or 0) >= 2 * MiB)
+    wait_for(browser, lambda: "left" in card(browser, path.name).text)  # rate and time left
+    save_screenshot(browser, "upload-page-uploading.png")
     card(browser, path.name).find_element("css selector", ".pause").click()
     wait_state(browser, path.name, "paused")
     key = data(browser, path.name, "key")
@@ -116,8 +123,15 @@ def test_pause_and_resume(
     assert 2 * MiB <= offset < 6 * MiB
     assert "Paused" in card(browser, path.name).text
     card(browser, path.name).find_element("css selector", ".resume").click()
-    wait_state(browser, path.name, "done")
+    wait_state(browser, path.name, "uploading")
     assert int(data(browser, path.name, "resumed-from")) == offset
+    # Paused again, the same file chosen again resumes its card instead of racing it.
+    card(browser, path.name).find_element("css selector", ".pause").click()
+    wait_state(browser, path.name, "paused")
+    choose(browser, path)
+    wait_state(browser, path.name, "done")
+    assert len(browser.find_elements("css selector", ".card")) == 1
+    assert int(data(browser, path.name, "resumed-from")) >= offset
     assert data(browser, path.name, "sha256") == digest
     assert stored(server, key) == path.read_bytes()
 
@@ -138,6 +152,31 @@ def test_refusals_are_shown_as_sentences(
     wait_state(browser, path.name, "error")
     assert data(browser, path.name, "status") == "404"
     assert "No such upload route" in card(browser, path.name).text
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "sentence"),
+    [
+        ("/small", "413", "too large for this server"),
+        ("/members", "401", "sign in first"),
+        ("/closed", "403", "Not allowed to upload here"),
+    ],
+)
+def test_refusals_by_the_route(
+    browser: webdriver.Chrome,
+    page_server: StartServer,
+    tmp_path: Path,
+    route: str,
+    status: str,
+    sentence: str,
+) -> None:
+    server = page_server(app="tests.browser.app:app")
+    path, _ = pattern_file(tmp_path, "refused.bin", 100_000)
+    open_page(browser, server.url + f"?route={route}")
+    choose(browser, path)
+    wait_state(browser, path.name, "error")
+    assert data(browser, path.name, "status") == status
+    assert sentence in card(browser, path.name).text
 
 
 def test_the_page_resumes_by_itself_after_the_server_restarts(

@@ -1,7 +1,8 @@
 """The upload page and the JavaScript client, served on the HTTP port.
 
 ``static/`` holds plain files, no build step: ``index.html``, ``page.css``, ``page.js`` (the
-page) and ``xstream.js`` (the client, an ES module any page may import from ``/web/``).
+page), ``xstream.js`` (the client, an ES module any page may import from ``/web/``) and
+``sha256-worker.js`` (where the client hashes what it sends).
 """
 
 from __future__ import annotations

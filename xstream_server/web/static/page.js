@@ -116,6 +116,7 @@ class Item {
     this.samples = [];
     let lastPaint = 0;
     let firstWindow = true;
+    const started = performance.now();
     try {
       const result = await upload(this.file, {
         route,
@@ -138,6 +139,8 @@ class Item {
             this.setState("reconnecting", `Connection lost; reconnecting (attempt ${p.attempt})… ${formatBytes(p.durable)} are safe on the server.`);
           } else if (p.state === "uploading" && this.card.dataset.state !== "uploading") {
             this.setState("uploading", this.resumedFrom ? `Resumed at ${formatBytes(this.resumedFrom)}.` : "");
+          } else if (p.state === "hashing") {
+            this.setState("hashing", "Reading the part sent earlier to compute the sha256…");
           } else if (p.state === "verifying") this.setState("verifying", "Checking sha256…");
           const now = performance.now();
           if (now - lastPaint > 100 || p.state !== "uploading") {
@@ -153,7 +156,10 @@ class Item {
       this.card.querySelector(".sha256").textContent = result.sha256 || "(not reported)";
       const how = result.verified ? "sha256 checked in your browser against the server's" : "sha256 as reported by the server";
       const resumed = this.resumedFrom ? ` Resumed at ${formatBytes(this.resumedFrom)}.` : "";
-      this.card.querySelector(".stats").textContent = `${formatBytes(this.file.size)} uploaded`;
+      const seconds = (performance.now() - started) / 1000;
+      const moved = this.file.size - (this.resumedFrom || 0);
+      const average = seconds > 0 ? ` · ${formatBytes(Math.round(moved / seconds))}/s` : "";
+      this.card.querySelector(".stats").textContent = `${formatBytes(this.file.size)} uploaded in ${formatDuration(seconds)}${average}`;
       this.setState("done", `Done: ${how}.${resumed}`);
     } catch (error) {
       if (error?.name === "AbortError") {
@@ -194,6 +200,14 @@ function pump() {
 
 function addFiles(files) {
   for (const file of files) {
+    const slot = resumeSlot(endpoint, route, file);
+    const twin = [...list.children].find(
+      (card) => card.dataset.state !== "done" && resumeSlot(endpoint, route, card.item.file) === slot,
+    );
+    if (twin) {
+      twin.item.enqueue(); // the same file again: resume that card, not a rival upload
+      continue;
+    }
     if (file.size === 0) {
       const item = new Item(file);
       item.setState("error", "This file is empty: nothing to upload.");
@@ -225,8 +239,32 @@ function showPending() {
     });
     li.append(text, forget);
     ul.append(li);
+    if (!server) refreshPending(entry, text);
   }
   section.hidden = entries.length === 0;
+}
+
+// What the server holds durably of an interrupted upload (the page only learns offsets at
+// window boundaries): asked of /stream-status, when the page is served by that server.
+async function refreshPending(entry, text) {
+  try {
+    const answer = await fetch("/stream-status", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: entry.key }),
+    });
+    if (answer.status === 410) {
+      text.textContent = `${entry.name} · expired on the server; choosing it again starts over`;
+      return;
+    }
+    if (!answer.ok) return;
+    const status = await answer.json();
+    const percent = Math.floor((100 * status.offset) / entry.size);
+    text.textContent = `${entry.name} · ${formatBytes(status.offset)} of ${formatBytes(entry.size)} stored (${percent}%)`;
+    text.parentElement.dataset.offset = String(status.offset);
+  } catch {
+    // Offline: keep what the page remembered.
+  }
 }
 
 const input = $("#files");

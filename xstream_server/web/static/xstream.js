@@ -10,7 +10,7 @@
 //   result.key, result.sha256, result.verified
 //
 // Exports: upload, pendingUploads, forgetUpload, XStreamError, encodePacket, PacketDecoder,
-// parseHeaderBlock, parseStreamHeader, Sha256, sha256Hex, socketUrl, resumeSlot.
+// parseHeaderBlock, parseStreamHeader, Connection, Sha256, sha256Hex, socketUrl, resumeSlot.
 
 const te = new TextEncoder();
 const td = new TextDecoder("utf-8", { fatal: true });
@@ -286,6 +286,104 @@ export class Sha256 {
   }
 }
 
+/** The Sha256 above with an async face, run in this thread. */
+class InlineHasher {
+  constructor() {
+    this.sha = new Sha256();
+  }
+  get length() {
+    return this.sha.length;
+  }
+  async update(bytes) {
+    this.sha.update(bytes);
+  }
+  async hex() {
+    return this.sha.hex();
+  }
+  close() {}
+}
+
+/** The same in a module Worker (sha256-worker.js), so hashing runs beside the sending on
+ *  another core. `update` hands the slice over (its buffer is transferred, not copied) and
+ *  waits only while more than `limit` bytes are still unhashed, so memory stays bounded. */
+class WorkerHasher {
+  static async create(limit) {
+    if (typeof Worker === "undefined" || typeof location === "undefined") return new InlineHasher();
+    let worker;
+    try {
+      worker = new Worker(new URL("./sha256-worker.js", import.meta.url), { type: "module" });
+    } catch {
+      return new InlineHasher(); // e.g. the module was loaded from another origin
+    }
+    const ready = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000);
+      worker.onmessage = (event) => {
+        clearTimeout(timer);
+        resolve(event.data === "ready");
+      };
+      worker.onerror = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+    });
+    if (!ready) {
+      worker.terminate();
+      return new InlineHasher();
+    }
+    return new WorkerHasher(worker, limit);
+  }
+
+  constructor(worker, limit) {
+    this.worker = worker;
+    this.limit = limit;
+    this.length = 0; // bytes handed over
+    this.done = 0; // bytes the worker has hashed
+    this.digest = null;
+    this.failure = null;
+    this.wake = null;
+    worker.onmessage = (event) => {
+      if (event.data.hex) this.digest = event.data.hex;
+      else this.done = event.data.done;
+      this._wake();
+    };
+    worker.onerror = (event) => {
+      this.failure = new XStreamError(0, `sha256 worker failed: ${event.message}`, { retryable: false });
+      this._wake();
+    };
+  }
+
+  _wake() {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  async _until(condition) {
+    while (!condition()) {
+      if (this.failure) throw this.failure;
+      await new Promise((resolve) => { this.wake = resolve; });
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  async update(bytes) {
+    this.length += bytes.length;
+    this.worker.postMessage(bytes, [bytes.buffer]);
+    await this._until(() => this.length - this.done <= this.limit);
+  }
+
+  async hex() {
+    this.worker.postMessage("hex");
+    await this._until(() => this.digest !== null);
+    this.close();
+    return this.digest;
+  }
+
+  close() {
+    this.worker.terminate();
+  }
+}
+
 /** sha256 of bytes or a string, as hex. */
 export function sha256Hex(data) {
   return new Sha256().update(typeof data === "string" ? te.encode(data) : data).hex();
@@ -501,12 +599,15 @@ function packetError(packet, key) {
  *   server       ws(s)://, http(s):// URL or host:port (default: this page's origin)
  *   metadata     {name: value} headers for the route's handler (`name` defaults to file.name)
  *   authorization  sent as the `authorization` header
- *   onProgress   called with {sent, durable, total, key, state, attempt} as bytes go out
+ *   onProgress   called with {sent, durable, total, key, state, attempt} as bytes go out;
+ *                state: connecting, uploading, hashing (re-reading the part sent before a
+ *                resume, for the sha256), reconnecting, verifying, done
  *   signal       an AbortSignal: aborting pauses (the key is kept; upload() again resumes)
  *   sliceSize    bytes read from the file at a time (default 1 MiB)
  *   highWater    bytes the socket may queue before we wait (default 8 MiB)
  *   maxRate      bytes per second at most (default: unlimited)
  *   verify       compute sha256 while sending and compare with the server's (default true)
+ *   hashInWorker hash in a Worker beside the sending (default true; falls back in place)
  *   retries      connection attempts in a row without progress before giving up (default 10)
  *   storage      where keys are kept (default localStorage, else memory)
  *
@@ -526,6 +627,7 @@ export async function upload(file, options = {}) {
     verify = true,
     retries = 10,
     storage = defaultStorage(),
+    hashInWorker = true,
     WebSocketImpl = globalThis.WebSocket,
   } = options;
   const url = socketUrl(options.server);
@@ -542,125 +644,132 @@ export async function upload(file, options = {}) {
   let key = saved?.key ?? null;
   let durable = saved?.offset ?? 0;
   const resumedFrom = key ? durable : null;
-  const hasher = verify ? new Sha256() : null;
+  const hasher = verify ? await (hashInWorker ? WorkerHasher.create(highWater) : new InlineHasher()) : null;
   const remember = () => storage.setItem(slot, JSON.stringify({ key, offset: durable, at: Date.now() }));
   const report = (sent, state, attempt) => onProgress({ sent, durable, total, key, state, attempt });
   const pacer = maxRate > 0 ? { start: Date.now(), bytes: 0 } : null;
 
   // Bring the hash to `position` by reading the file prefix it has not seen (after a resume).
   const hashUpTo = async (position) => {
+    if (hasher && position - hasher.length > sliceSize) report(hasher.length, "hashing", failures);
     while (hasher && hasher.length < position) {
       const end = Math.min(position, hasher.length + sliceSize);
-      hasher.update(new Uint8Array(await file.slice(hasher.length, end).arrayBuffer()));
+      await hasher.update(new Uint8Array(await file.slice(hasher.length, end).arrayBuffer()));
       if (signal?.aborted) throw abortError(signal);
     }
   };
 
-  let failures = 0;
-  for (;;) {
-    if (signal?.aborted) throw abortError(signal);
-    let connection = null;
-    const progressBefore = durable;
-    try {
-      report(durable, failures ? "reconnecting" : "connecting", failures);
-      connection = await Connection.open(url, { signal, WebSocketImpl });
-      for (;;) {
-        const headers = { route, "x-stream": `${total}:${sliceSize}`, name: file.name, ...metadata };
-        if (authorization) headers.authorization = authorization;
-        if (key) headers["x-stream-key"] = key;
-        const accept = await connection.request(headers);
-        const status = statusOf(accept);
-        if (status !== 0) {
-          if (key && (status === 410 || status === 409)) {
-            // Expired or no longer matching: start over as a new upload.
-            storage.removeItem(slot);
-            key = null;
-            durable = 0;
-            continue;
+  let failures = 0; // connection attempts in a row without progress
+  try {
+    return await send();
+  } finally {
+    hasher?.close();
+  }
+
+  async function send() {
+    for (;;) {
+      if (signal?.aborted) throw abortError(signal);
+      let connection = null;
+      const progressBefore = durable;
+      try {
+        report(durable, failures ? "reconnecting" : "connecting", failures);
+        connection = await Connection.open(url, { signal, WebSocketImpl });
+        for (;;) {
+          const headers = { route, "x-stream": `${total}:${sliceSize}`, name: file.name, ...metadata };
+          if (authorization) headers.authorization = authorization;
+          if (key) headers["x-stream-key"] = key;
+          const accept = await connection.request(headers);
+          const status = statusOf(accept);
+          if (status !== 0) {
+            if (key && (status === 410 || status === 409)) {
+              // Expired or no longer matching: start over as a new upload.
+              storage.removeItem(slot);
+              key = null;
+              durable = 0;
+              continue;
+            }
+            throw packetError(accept, key);
           }
-          throw packetError(accept, key);
-        }
-        key = accept.headers["x-stream-key"];
-        const offset = Number(accept.headers["x-stream-offset"] ?? "0");
-        const [granted, buffer] = parseStreamHeader(accept.headers["x-stream"]);
-        durable = offset;
-        remember();
-        const window = granted === 0 ? total - offset : granted;
-        const piece = Math.max(1, Math.min(sliceSize, buffer || sliceSize));
-        report(offset, "uploading", failures);
-        let position = offset;
-        const end = offset + window;
-        while (position < end) {
-          const stop = Math.min(end, position + piece);
-          const bytes = new Uint8Array(await file.slice(position, stop).arrayBuffer());
-          if (bytes.length !== stop - position) throw new XStreamError(0, "the file changed while being read", { retryable: false });
-          if (hasher) {
-            await hashUpTo(position);
-            if (hasher.length === position) hasher.update(bytes);
-          }
-          await connection.drain(highWater);
-          connection.send(bytes);
-          position = stop;
-          if (pacer) {
-            pacer.bytes += bytes.length;
-            const due = pacer.start + (pacer.bytes / maxRate) * 1000 - Date.now();
-            if (due > 0) await sleep(due, signal);
-          }
-          report(position - connection.ws.bufferedAmount, "uploading", failures);
-        }
-        const done = await connection.receive();
-        const [missing] = parseStreamHeader(done.headers["x-stream"] ?? "-1");
-        if (statusOf(done) !== 0) {
-          if (missing >= 0) durable = total - missing;
+          key = accept.headers["x-stream-key"];
+          const offset = Number(accept.headers["x-stream-offset"] ?? "0");
+          const [granted, buffer] = parseStreamHeader(accept.headers["x-stream"]);
+          durable = offset;
           remember();
-          if (statusOf(done) === 460) storage.removeItem(slot);
-          throw packetError(done, key);
-        }
-        durable = total - missing;
-        remember();
-        failures = 0;
-        if (missing > 0) continue; // a partial grant: ask for the next window
-        storage.removeItem(slot);
-        report(total, "verifying", 0);
-        const claimed = (done.headers["x-stream-checksum"] || "").replace(/^sha256:/, "");
-        let sha256 = claimed || null;
-        let verified = false;
-        if (hasher) {
-          await hashUpTo(total);
-          const ours = hasher.hex();
-          if (claimed && claimed !== ours) {
-            throw new XStreamError(460, `the server stored a different file (sha256 ${claimed}, the file's is ${ours})`, { key, retryable: false });
+          const window = granted === 0 ? total - offset : granted;
+          const piece = Math.max(1, Math.min(sliceSize, buffer || sliceSize));
+          report(offset, "uploading", failures);
+          let position = offset;
+          const end = offset + window;
+          while (position < end) {
+            const stop = Math.min(end, position + piece);
+            const bytes = new Uint8Array(await file.slice(position, stop).arrayBuffer());
+            if (bytes.length !== stop - position) throw new XStreamError(0, "the file changed while being read", { retryable: false });
+            if (hasher) await hashUpTo(position);
+            await connection.drain(highWater);
+            connection.send(bytes); // copies the bytes: they may go to the hasher now
+            if (hasher && hasher.length === position) await hasher.update(bytes);
+            position = stop; // (bytes may be detached now: it went to the worker)
+            if (pacer) {
+              pacer.bytes += piece;
+              const due = pacer.start + (pacer.bytes / maxRate) * 1000 - Date.now();
+              if (due > 0) await sleep(due, signal);
+            }
+            report(position - connection.ws.bufferedAmount, "uploading", failures);
           }
-          sha256 = ours;
-          verified = Boolean(claimed);
-        }
-        let result = null;
-        if (done.payload.length) {
-          const text = new TextDecoder().decode(done.payload);
-          try {
-            result = done.headers["data-format"] === "json" ? JSON.parse(text) : text;
-          } catch {
-            result = text;
+          const done = await connection.receive();
+          const [missing] = parseStreamHeader(done.headers["x-stream"] ?? "-1");
+          if (statusOf(done) !== 0) {
+            if (missing >= 0) durable = total - missing;
+            remember();
+            if (statusOf(done) === 460) storage.removeItem(slot);
+            throw packetError(done, key);
           }
+          durable = total - missing;
+          remember();
+          failures = 0;
+          if (missing > 0) continue; // a partial grant: ask for the next window
+          storage.removeItem(slot);
+          report(total, "verifying", 0);
+          const claimed = (done.headers["x-stream-checksum"] || "").replace(/^sha256:/, "");
+          let sha256 = claimed || null;
+          let verified = false;
+          if (hasher) {
+            await hashUpTo(total);
+            const ours = await hasher.hex();
+            if (claimed && claimed !== ours) {
+              throw new XStreamError(460, `the server stored a different file (sha256 ${claimed}, the file's is ${ours})`, { key, retryable: false });
+            }
+            sha256 = ours;
+            verified = Boolean(claimed);
+          }
+          let result = null;
+          if (done.payload.length) {
+            const text = new TextDecoder().decode(done.payload);
+            try {
+              result = done.headers["data-format"] === "json" ? JSON.parse(text) : text;
+            } catch {
+              result = text;
+            }
+          }
+          report(total, "done", 0);
+          connection.close();
+          return { key, size: total, sha256, verified, result, headers: done.headers, resumedFrom };
         }
-        report(total, "done", 0);
-        connection.close();
-        return { key, size: total, sha256, verified, result, headers: done.headers, resumedFrom };
+      } catch (error) {
+        connection?.close();
+        if (signal?.aborted) {
+          if (key) remember();
+          throw abortError(signal);
+        }
+        if (!(error instanceof XStreamError) || !error.retryable) {
+          if (error instanceof XStreamError && error.key === null) error.key = key;
+          throw error;
+        }
+        failures = durable > progressBefore ? 1 : failures + 1;
+        if (failures > retries) throw error;
+        report(durable, "reconnecting", failures);
+        await sleep(Math.min(250 * 2 ** (failures - 1), 5000), signal);
       }
-    } catch (error) {
-      connection?.close();
-      if (signal?.aborted) {
-        if (key) remember();
-        throw abortError(signal);
-      }
-      if (!(error instanceof XStreamError) || !error.retryable) {
-        if (error instanceof XStreamError && error.key === null) error.key = key;
-        throw error;
-      }
-      failures = durable > progressBefore ? 1 : failures + 1;
-      if (failures > retries) throw error;
-      report(durable, "reconnecting", failures);
-      await sleep(Math.min(250 * 2 ** (failures - 1), 5000), signal);
     }
   }
 }
