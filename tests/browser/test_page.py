@@ -49,7 +49,7 @@ def test_the_page_uploads_files_and_shows_their_sha256(
     browser: webdriver.Chrome, page_server: StartServer, tmp_path: Path
 ) -> None:
     server = page_server()
-    first, first_digest = pattern_file(tmp_path, "holiday-video.mp4", 6 * MiB + 123)
+    first, first_digest = pattern_file(tmp_path, "holiday-video.mp4", 64 * MiB + 123)
     second, second_digest = pattern_file(tmp_path, "notes.txt", 40_000)
     open_page(browser, server.url)
     started = time.monotonic()
