@@ -261,7 +261,8 @@ def start_server(
         ],
         work / f"xstream-{tree.label}.log",
         "listening on",
-        env={**tree_environment(tree, work), **(env or {})},
+        # Two trees side by side: an HTTP face (where a tree has one) on a free port each.
+        env={**tree_environment(tree, work), "XSTREAM_HTTP_PORT": "0", **(env or {})},
         cwd=tree.path,
     )
     process.start()
