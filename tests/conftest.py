@@ -157,9 +157,10 @@ _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 class ServerProcess:
     """``xstream-server`` as a child process; its log is kept for failure reports."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
         self.args = args
         self.env = env
+        self.cwd = cwd
         self.port = 0
         self.log: list[str] = []
         self.process: subprocess.Popen[str] | None = None
@@ -173,7 +174,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
-            cwd=REPO,
+            cwd=self.cwd,
         )
         stderr = self.process.stderr
         assert stderr is not None

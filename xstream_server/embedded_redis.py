@@ -190,7 +190,9 @@ class EmbeddedRedis:
         max_restart_delay: float = 5.0,
         start_timeout: float = 10.0,
     ) -> None:
-        self.directory = directory
+        # Absolute: the child runs in this folder, and its config names it (a relative
+        # data directory such as the default ./data would resolve twice).
+        self.directory = directory.absolute()
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         self.start_timeout = start_timeout

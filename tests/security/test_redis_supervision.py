@@ -15,9 +15,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from tests.conftest import REPO, ServerFactory, SpawnServer
+from tests.conftest import REPO, ServerFactory, ServerProcess, SpawnServer
 from tests.durability.support import MiB, Upload, grant, sha256, status, until
 from tests.security.support import free_port, older_redis, redis_child, redis_servers, running
+from tests.wire import Wire
 
 WINDOW = MiB
 
@@ -140,3 +141,20 @@ async def test_a_second_server_on_the_same_data_directory_is_refused(
     async with asyncio.timeout(20):
         assert await upload.run(first.port), upload.errors
     assert upload.checksum == sha256(upload.data)
+
+
+async def test_the_readme_way_a_relative_data_directory_and_the_embedded_redis(
+    tmp_path: Path,
+) -> None:
+    """``xstream-server`` with no --data-dir and no --redis-url, as ``scripts/serve`` runs
+    it: the data directory is ``./data``, relative to where it was started."""
+    server = ServerProcess(
+        ["--port", "0", "--http-port", "0"], dict(os.environ), cwd=tmp_path
+    ).start()
+    try:
+        async with await Wire.connect(server.port) as wire:
+            reply = await wire.request({"route": "/echo", "data-format": "json"}, b"[1]")
+            assert status(reply) == 0
+        assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
+    finally:
+        assert server.terminate() == 0
