@@ -73,7 +73,7 @@ class Completer:
             sha256 = record.sha256
             path = self.storage.finished_path(record.key)
         else:
-            hasher = session.hasher
+            hasher = await session.settled_hasher()
             sha256 = (
                 hasher.hexdigest()
                 if hasher

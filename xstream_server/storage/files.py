@@ -137,6 +137,12 @@ class FilePartWriter:
         if error is not None:
             raise _storage_error(error, "writing") from error
 
+    def read_at(self, offset: int, into: memoryview) -> int:
+        try:
+            return os.preadv(self._fd, [into], offset)
+        except OSError as exc:
+            raise _storage_error(exc, "reading back") from exc
+
     async def sync(self) -> None:
         if not self._fsync:
             return
