@@ -79,6 +79,17 @@ class TrailingHash:
         if self._job is None and not self.broken and end - self._queued >= BATCH:
             self._start()
 
+    def inline_digest(self) -> _Hash | None:
+        """For a window too small to be worth a job (under one ``BATCH``): the hasher, to be
+        fed by the writer itself (then ``written`` follows), when no job is pending."""
+        if self.broken or self._job is not None or self.hashed != self._written:
+            return None
+        return self._hasher
+
+    def fed(self, end: int) -> None:
+        """The writer fed the hasher up to ``end`` itself (see ``inline_digest``)."""
+        self.hashed = self._queued = self._written = end
+
     def catch_up_soon(self) -> None:
         """No more bytes are coming soon (the window is in): hash the tail now, while the
         part is being fsynced, rather than when the completion asks for the hash."""

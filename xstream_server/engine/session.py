@@ -22,7 +22,7 @@ from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord
 from ..storage import Digest, PartWriter, StorageError
 from .errors import status_of_error
-from .hashing import TrailingHash
+from .hashing import BATCH, TrailingHash
 from .outcomes import Completion, completion_of
 
 if TYPE_CHECKING:
@@ -135,30 +135,37 @@ class StreamSession:
         self._held = None
 
     def _digest(self) -> Digest | None:
-        """What the writer feeds: only held bytes; the others are hashed by the trail."""
-        return self._held
+        """What the writer feeds: held bytes, and the bytes of a window under one hashing
+        batch (a thread trip would cost more than the hash); the trail hashes the others."""
+        if self._held is not None:
+            return self._held
+        if self._trail is not None and self.window < BATCH:
+            return self._trail.inline_digest()
+        return None
 
     def write_now(self, data: memoryview) -> None:
         """Store raw bytes from the event loop (see ``inline``)."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
-            self._writer.write_now(data, self._digest())
+            digest = self._digest()
+            self._writer.write_now(data, digest)
         except StorageError:
             self._write_failed()
             raise
-        self._after_write()
+        self._after_write(digest)
 
     async def write(self, data: memoryview) -> None:
         """Store raw bytes through the storage's thread pool."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
-            await self._writer.write(data, self._digest())
+            digest = self._digest()
+            await self._writer.write(data, digest)
         except StorageError:
             self._write_failed()
             raise
-        self._after_write()
+        self._after_write(digest)
 
     def _write_failed(self) -> None:
         """A partial write: the part is hashed from storage at completion."""
@@ -167,11 +174,14 @@ class StreamSession:
         if self._held is not None:
             self._held.running = None
 
-    def _after_write(self) -> None:
+    def _after_write(self, digest: Digest | None) -> None:
         """Feed the trailing hash; start a checkpoint when the byte or time cadence says so
         (never for held bytes)."""
         if self._held is None and self._trail is not None:
-            self._trail.written(self.written)
+            if digest is not None:  # the writer fed the running hash itself
+                self._trail.fed(self.written)
+            else:
+                self._trail.written(self.written)
         if (
             self._held is None
             and (
