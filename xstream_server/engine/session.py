@@ -81,6 +81,7 @@ class StreamSession:
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpoint_error: Exception | None = None
         self._released = asyncio.Event()
+        self._lease_held = True
         self._on_stop: StopCallback | None = None
         # While a window's bytes await their verification (see ``hold``): what they are fed
         # to instead of the running sha256.
@@ -273,11 +274,16 @@ class StreamSession:
                 await self._trail.settle()
             with contextlib.suppress(StorageError):
                 await self._writer.close()
-            with contextlib.suppress(StateUnavailable):
-                await self._host.store.release_lease(self.key, self.owner)
+            if self._lease_held:
+                with contextlib.suppress(StateUnavailable):
+                    await self._host.store.release_lease(self.key, self.owner)
         finally:
             self._host.session_ended(self)
             self._released.set()
+
+    def lease_released(self) -> None:
+        """The store released the lease with the stream's completion record."""
+        self._lease_held = False
 
     @property
     def hasher(self) -> _Hash | None:
