@@ -34,6 +34,7 @@ MiB: Final = 1024 * 1024
 SCENARIOS: Final = {
     "single": (1024 * MiB, 1, 1),
     "concurrent": (32 * MiB, 64, 64),
+    "concurrent16": (32 * MiB, 16, 32),
     "small": (MiB, 64, 500),
 }
 
@@ -59,12 +60,35 @@ def summarise(collapsed: Path, top: int) -> str:
     return "\n".join(lines[: top * 4])
 
 
+def main_thread(collapsed: Path, top: int) -> str:
+    """The event loop's thread: self and inclusive shares of its samples."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if "MainThread" not in frames[0]:
+            continue
+        samples = int(count)
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames[1:]):
+            inclusive[frame] += samples
+    lines = [f"event loop: {total} samples; self time"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines.append("inclusive")
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top * 2)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="single")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "xstream-profile")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--http", action="store_true", help="upload with tus over HTTP")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     size, concurrency, total = SCENARIOS[args.scenario]
@@ -74,7 +98,7 @@ def main() -> None:
         redis, redis_url = start_redis(work)
         data = work / "data"
         data.mkdir()
-        port = free_port()
+        port, http_port = free_port(), free_port()
         server = ManagedProcess(
             "xstream-server",
             [
@@ -86,7 +110,7 @@ def main() -> None:
                 "--port",
                 str(port),
                 "--http-port",
-                "0",
+                str(http_port),
                 "--data-dir",
                 str(data),
                 "--redis-url",
@@ -98,7 +122,8 @@ def main() -> None:
         )
         try:
             server.start()
-            stem = args.out / f"{args.scenario}{'-nofsync' if args.no_fsync else ''}"
+            suffix = ("-nofsync" if args.no_fsync else "") + ("-http" if args.http else "")
+            stem = args.out / f"{args.scenario}{suffix}"
             spy = subprocess.Popen(
                 [
                     str(VENV_BIN / "py-spy"),
@@ -117,11 +142,16 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-            scenario = ["upload", "--size", str(size), "--concurrency", str(concurrency)]
+            target = ["--path", "/upload-file", "upload"] if args.http else ["upload"]
+            scenario = [*target, "--size", str(size), "--concurrency", str(concurrency)]
             scenario += ["--total", str(total)]
             with removing_new_files(data):
                 result = run_loadgen(
-                    server.pid, port, "xstream", scenario, upload_timeout(size * total)
+                    server.pid,
+                    http_port if args.http else port,
+                    "tus" if args.http else "xstream",
+                    scenario,
+                    upload_timeout(size * total),
                 )
             spy.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
             spy.wait(30)
@@ -131,6 +161,7 @@ def main() -> None:
             )
             print(f"server CPU {result.server_cpu_s:.2f} s")
             print(summarise(stem.with_suffix(".txt"), args.top))
+            print(main_thread(stem.with_suffix(".txt"), args.top))
             print(f"collapsed stacks: {stem.with_suffix('.txt')}")
         finally:
             server.stop()
