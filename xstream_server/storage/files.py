@@ -1,7 +1,8 @@
 """File storage: ``parts/<key>.part`` while a stream is open, ``complete/<key>`` once
 finished. Keys are server-made and URL-safe, so they are safe file names; a client-supplied
 name is never used as a path. Every blocking call runs in the thread pool through aiofiles,
-one trip per call (a write and its hash travel together).
+one trip per call (a write and its hash, when it has one, travel together). ``read_at``
+reads written bytes back for the hashing thread that trails the writer.
 """
 
 from __future__ import annotations
