@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--http", action="store_true", help="upload with tus over HTTP")
+    parser.add_argument("--svg", action="store_true", help="also write a flame graph (SVG)")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     size, concurrency, total = SCENARIOS[args.scenario]
@@ -134,9 +135,9 @@ def main() -> None:
                     str(args.rate),
                     "--threads",
                     "--format",
-                    "raw",
+                    "flamegraph" if args.svg else "raw",
                     "--output",
-                    str(stem.with_suffix(".txt")),
+                    str(stem.with_suffix(".svg" if args.svg else ".txt")),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -160,9 +161,12 @@ def main() -> None:
                 or {k: result.data["values"].get(k) for k in ("mb_per_s", "uploads_per_s")}
             )
             print(f"server CPU {result.server_cpu_s:.2f} s")
-            print(summarise(stem.with_suffix(".txt"), args.top))
-            print(main_thread(stem.with_suffix(".txt"), args.top))
-            print(f"collapsed stacks: {stem.with_suffix('.txt')}")
+            if args.svg:
+                print(f"flame graph: {stem.with_suffix('.svg')}")
+            else:
+                print(summarise(stem.with_suffix(".txt"), args.top))
+                print(main_thread(stem.with_suffix(".txt"), args.top))
+                print(f"collapsed stacks: {stem.with_suffix('.txt')}")
         finally:
             server.stop()
             redis.stop()
