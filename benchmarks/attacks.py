@@ -3,6 +3,11 @@ or two source trees (the same way ``benchmarks.ab`` runs them), each pattern bou
 count and time, on loopback only.
 
     .venv/bin/python -m benchmarks.attacks --before /work/before --after . [--connections 300]
+    .venv/bin/python -m benchmarks.attacks --before /work/before --after . --scale
+
+``--scale`` uses the counts of issue 14's attacker: 600 declared payloads, 1,000 stopped
+readers, 1,000 drips, 3,000 stalled windows from three loopback addresses (127.0.0.1-3);
+``--count PATTERN=N`` sets one pattern's count.
 
 Patterns (``N`` connections each, all open at once):
 
@@ -42,8 +47,16 @@ ENV: Final = {"XSTREAM_PACKET_TIMEOUT": "3"}
 Writer = asyncio.StreamWriter
 
 
+# Where the client's connections come from, in turn (loopback addresses: 127.0.0.0/8).
+SOURCES: list[str] = [LOOPBACK]
+_opened = 0
+
+
 async def _open(port: int) -> tuple[asyncio.StreamReader, Writer]:
-    return await asyncio.open_connection(LOOPBACK, port)
+    global _opened
+    source = SOURCES[_opened % len(SOURCES)]
+    _opened += 1
+    return await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0), limit=2**16)
 
 
 async def declared(port: int) -> Writer:
@@ -137,13 +150,18 @@ async def attack(server: Server, name: str, count: int) -> dict[str, Any]:
 
 
 PATTERNS: Final = ("declared", "stopped-reader", "drip", "stalled-window")
+# Issue 14's attacker.
+SCALE: Final = {"declared": 600, "stopped-reader": 1000, "drip": 1000, "stalled-window": 3000}
+SCALE_SOURCES: Final = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
-async def run(servers: list[Server], count: int, patterns: list[str]) -> list[dict[str, Any]]:
+async def run(
+    servers: list[Server], counts: dict[str, int], patterns: list[str]
+) -> list[dict[str, Any]]:
     rows = []
     for name in patterns:
         for server in servers:
-            row = {"tree": server.tree.label, **await attack(server, name, count)}
+            row = {"tree": server.tree.label, **await attack(server, name, counts[name])}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -156,7 +174,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--pattern", action="append", choices=PATTERNS, help="default: all")
+    parser.add_argument("--scale", action="store_true", help="issue 14's counts and sources")
+    parser.add_argument("--count", action="append", default=[], help="PATTERN=N")
+    parser.add_argument("--source", action="append", help="a loopback address to connect from")
     options = parser.parse_args(argv)
+    counts = dict.fromkeys(PATTERNS, options.connections)
+    if options.scale:
+        counts.update(SCALE)
+        SOURCES[:] = SCALE_SOURCES
+    for given in options.count:
+        name, _, number = given.partition("=")
+        if name not in PATTERNS or not number.isdigit():
+            parser.error(f"--count {given}: PATTERN=N with PATTERN one of {', '.join(PATTERNS)}")
+        counts[name] = int(number)
+    if options.source:
+        SOURCES[:] = options.source
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     trees = [source_tree("after", options.after)]
@@ -169,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for db, tree in enumerate(trees):
                 servers.append(start_server(tree, work, url, db, env=ENV))
-            rows = asyncio.run(run(servers, options.connections, options.pattern or list(PATTERNS)))
+            rows = asyncio.run(run(servers, counts, options.pattern or list(PATTERNS)))
         finally:
             for server in servers:
                 server.process.stop()
