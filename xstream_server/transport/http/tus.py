@@ -5,15 +5,13 @@ terminate. Everything stream-related is the engine's; this module reads and writ
 Extensions: creation, creation-with-upload, creation-defer-length, expiration,
 termination, concatenation (of complete partial uploads), checksum (sha1 and sha256: a
 PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and the
-offset does not move).
+offset does not move), and checksum-trailer (the same, with ``Upload-Checksum`` as a
+trailer field of a chunked body) when the server collects trailers (see ``trailers``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -21,12 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...app import StreamRoute
-from ...engine import PartCheck, Refused, StreamStatus
-from ...engine.window import CheckDigest
+from ...engine import Refused, StreamStatus
 from ...protocol import Status
+from .checksums import CHECKSUMS, checksum_of
 from .context import KEY, HttpContext, key_of
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
+from .trailers import trailers_of
 from .uploads import Appended, append, concatenate, create, lookup, set_length
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "TUS_EXTENSIONS",
     "TUS_VERSION",
     "TusEndpoint",
-    "parse_checksum",
 ]
 
 TUS_VERSION: Final = "1.0.0"
@@ -47,30 +45,9 @@ TUS_EXTENSIONS: Final = (
     "creation-defer-length",
     "concatenation",
 )
-# Upload-Checksum algorithms (tus makes sha1 mandatory).
-CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
-    "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256,
-}
+# Listed only when the server collects request trailers (the xstream server does).
+TRAILER_EXTENSION: Final = "checksum-trailer"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
-
-
-def parse_checksum(value: str | None) -> PartCheck | None:
-    """``Upload-Checksum: <algorithm> <base64 digest>``."""
-    if value is None:
-        return None
-    algorithm, _, encoded = value.strip().partition(" ")
-    make = CHECKSUMS.get(algorithm.lower())
-    if make is None:
-        raise BadHeader(f"checksum algorithm {algorithm!r} not supported: {','.join(CHECKSUMS)}")
-    digest = make()
-    try:
-        expected = base64.b64decode(encoded.strip(), validate=True)
-    except binascii.Error as exc:
-        raise BadHeader("Upload-Checksum digest is not base64") from exc
-    if len(expected) != len(digest.digest()):
-        raise BadHeader(f"Upload-Checksum is not a {algorithm} digest")
-    return PartCheck(digest, expected)
 
 
 class TusEndpoint:
@@ -103,13 +80,16 @@ class TusEndpoint:
         return f"{request.scope.get('root_path', '')}{self.route.path}/{key}"
 
     # ---- /R ----------------------------------------------------------------------------
-    def options(self) -> Response:
+    def options(self, request: Request) -> Response:
         """Discovery; like every OPTIONS response it carries no Tus-Resumable."""
+        extensions = list(TUS_EXTENSIONS)
+        if trailers_of(request.scope) is not None:
+            extensions.append(TRAILER_EXTENSION)
         return Response(
             status_code=204,
             headers={
                 "Tus-Version": TUS_VERSION,
-                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Extension": ",".join(extensions),
                 "Tus-Max-Size": str(self.route.max_size),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
             },
@@ -127,7 +107,7 @@ class TusEndpoint:
             total = decimal_header(request, "upload-length")
             metadata = parse_metadata(request.headers.get("upload-metadata", ""))
             length = decimal_header(request, "content-length")
-            check = parse_checksum(request.headers.get("upload-checksum"))
+            check, body_end = checksum_of(request)
         except BadHeader as exc:
             return self._problem(400, str(exc))
         deferred = request.headers.get("upload-defer-length")
@@ -165,6 +145,7 @@ class TusEndpoint:
             0,
             check,
             length if created.length_deferred else None,
+            body_end,
         )
         return self._after_append(appended, 201, headers)
 
@@ -228,7 +209,7 @@ class TusEndpoint:
         try:
             offset = decimal_header(request, "upload-offset")
             length = decimal_header(request, "content-length")
-            check = parse_checksum(request.headers.get("upload-checksum"))
+            check, body_end = checksum_of(request)
             total = decimal_header(request, "upload-length")
         except BadHeader as exc:
             return self._problem(400, str(exc))
@@ -254,7 +235,15 @@ class TusEndpoint:
                 413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
             )
         appended = await append(
-            self.context, self.route, request, found.key, found.total, offset, check, at_most
+            self.context,
+            self.route,
+            request,
+            found.key,
+            found.total,
+            offset,
+            check,
+            at_most,
+            body_end,
         )
         return self._after_append(appended, 204, {})
 
