@@ -18,15 +18,15 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...app import StreamRoute
 from ...engine import Refused, StreamStatus
 from ...protocol import Status
 from .checksums import CHECKSUMS, checksum_of
-from .context import KEY, HttpContext, key_of
+from .context import KEY
+from .endpoint import UploadEndpoint
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
 from .trailers import trailers_of
-from .uploads import Appended, append, concatenate, create, lookup, set_length
+from .uploads import Appended, append, concatenate, create
 
 __all__ = [
     "OFFSET_CONTENT_TYPE",
@@ -50,24 +50,20 @@ TRAILER_EXTENSION: Final = "checksum-trailer"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 
 
-class TusEndpoint:
+class TusEndpoint(UploadEndpoint):
     """The tus face of one stream route."""
 
-    def __init__(self, context: HttpContext, route: StreamRoute) -> None:
-        self.context = context
-        self.route = route
-
     # ---- responses ---------------------------------------------------------------------
+    def _base_headers(self) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION}
+
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return {"Tus-Resumable": TUS_VERSION, **(extra or {})}
+        return {**self._base_headers(), **(extra or {})}
 
     def _problem(
         self, status: int, message: str, extra: Mapping[str, str] | None = None
     ) -> Response:
         return problem(status, message, self._headers(extra))
-
-    def _refused(self, refused: Refused) -> Response:
-        return self._problem(http_status(refused.status), refused.message)
 
     def _version_problem(self, request: Request) -> Response | None:
         if request.headers.get("tus-resumable") != TUS_VERSION:
@@ -75,9 +71,6 @@ class TusEndpoint:
                 412, f"Tus-Resumable {TUS_VERSION} required", {"Tus-Version": TUS_VERSION}
             )
         return None
-
-    def _location(self, request: Request, key: str) -> str:
-        return f"{request.scope.get('root_path', '')}{self.route.path}/{key}"
 
     # ---- /R ----------------------------------------------------------------------------
     def options(self, request: Request) -> Response:
@@ -220,16 +213,10 @@ class TusEndpoint:
             return found
         if found.concat is not None:
             return self._problem(403, "a final upload is made of its parts: no PATCH")
-        at_most = None
-        if found.length_deferred and total is not None:
-            fixed = await set_length(self.context, request, found.key, total)
-            if isinstance(fixed, Refused):
-                return self._refused(fixed)
-            found = fixed
-        elif found.length_deferred:
-            if length is None:
-                return self._problem(411, "Content-Length required until the length is known")
-            at_most = length
+        deferred = await self._deferred_length(request, found, total, length)
+        if isinstance(deferred, Response):
+            return deferred
+        found, at_most = deferred
         if length is not None and offset + length > found.total:
             return self._problem(
                 413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
@@ -247,41 +234,15 @@ class TusEndpoint:
         )
         return self._after_append(appended, 204, {})
 
-    async def delete(self, request: Request) -> Response:
-        if (wrong := self._version_problem(request)) is not None:
-            return wrong
-        found = await self._find(request)
-        if not isinstance(found, StreamStatus):
-            return found
-        assert self.context.engine is not None
-        refused = await self.context.engine.terminate(
-            found.key, request.headers.get("authorization")
-        )
-        if refused is not None:
-            return self._refused(refused)
-        return Response(status_code=204, headers=self._headers())
-
     # ---- shared ------------------------------------------------------------------------
-    async def _find(self, request: Request) -> StreamStatus | Response:
-        key = key_of(request)
-        if key is None:
-            return self._problem(404, "no such upload")
-        found = await lookup(self.context, self.route, key, request)
-        return self._refused(found) if isinstance(found, Refused) else found
-
     def _after_append(
         self, appended: Appended | Refused, success: int, headers: dict[str, str]
     ) -> Response:
         if isinstance(appended, Refused):  # a creation's Location goes with it
-            return self._problem(http_status(appended.status), appended.message, headers)
-        headers["Upload-Offset"] = str(appended.offset)
-        if not appended.body_read:
-            headers["Connection"] = "close"
+            return self._refused(appended, headers)
+        self._appended_headers(appended, headers)
         if appended.expires is not None and not appended.complete:
             headers["Upload-Expires"] = http_date(appended.expires)
-        for name, value in appended.headers.items():
-            if name.startswith("x-stream-"):
-                headers[name] = str(value)
         if appended.status != Status.OK:
             return self._problem(http_status(appended.status), appended.message or "", headers)
         return Response(status_code=success, headers=self._headers(headers))
