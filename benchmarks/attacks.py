@@ -18,7 +18,8 @@ Patterns (``N`` connections each, all open at once):
 * ``stalled-window``: a 2 MiB stream with 1 MiB buffers, 1 MiB − 1 byte sent, then silence.
 
 For each: the server's RSS before, at the peak (all connections in place, sampled until it
-stops growing), and 3 s and 10 s after they are all closed; and for ``drip`` how many the server still holds after 6 s.
+stops growing), and 3 s and 10 s after they are all closed; and for ``drip`` how many the
+server still holds after 6 s.
 """
 
 from __future__ import annotations
