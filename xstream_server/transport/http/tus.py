@@ -3,7 +3,8 @@
 terminate. Everything stream-related is the engine's; this module reads and writes headers.
 
 Extensions: creation, creation-with-upload, creation-defer-length, expiration,
-termination, concatenation (of complete partial uploads), checksum (sha1 and sha256: a
+termination, concatenation and concatenation-unfinished (a final upload made of partial
+uploads, complete or not: it completes when the last of them does), checksum (sha1 and sha256: a
 PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and the
 offset does not move), and checksum-trailer (the same, with ``Upload-Checksum`` as a
 trailer field of a chunked body) when the server collects trailers (see ``trailers``).
@@ -44,6 +45,7 @@ TUS_EXTENSIONS: Final = (
     "checksum",
     "creation-defer-length",
     "concatenation",
+    "concatenation-unfinished",
 )
 # Listed only when the server collects request trailers (the xstream server does).
 TRAILER_EXTENSION: Final = "checksum-trailer"
@@ -164,6 +166,8 @@ class TusEndpoint(UploadEndpoint):
             return self._refused(made)
         final, completion = made
         headers = {"Location": self._location(request, final.key)}
+        if completion is None:  # parts still unfinished: it completes when they are
+            return Response(status_code=201, headers=self._headers(headers))
         for name, value in completion.headers.items():
             if name.startswith("x-stream-"):
                 headers[name] = str(value)
@@ -178,9 +182,14 @@ class TusEndpoint(UploadEndpoint):
         found = await self._find(request)
         if not isinstance(found, StreamStatus):
             return found
-        headers = {"Upload-Offset": str(found.offset), "Cache-Control": "no-store"}
+        headers = {"Cache-Control": "no-store"}
+        # A final upload has no offset before its parts are concatenated (tus
+        # concatenation-unfinished): the client has nothing to resume.
+        if found.concat is None or found.complete:
+            headers["Upload-Offset"] = str(found.offset)
         if found.length_deferred:
-            headers["Upload-Defer-Length"] = "1"
+            if found.concat is None:
+                headers["Upload-Defer-Length"] = "1"
         else:
             headers["Upload-Length"] = str(found.total)
         if found.partial:

@@ -112,7 +112,9 @@ async def concatenate(
     request: Request,
     keys: list[str],
     metadata: Mapping[str, str],
-) -> tuple[StreamStatus, Completion] | Refused:
+) -> tuple[StreamStatus, Completion | None] | Refused:
+    """A final upload of the partial ones ``keys``; no completion while some of them are
+    unfinished (it completes when they are)."""
     engine = context.engine
     if engine is None:
         return Refused(Status.UNAVAILABLE, "server not started")
