@@ -421,3 +421,39 @@ async def test_concatenation_of_partial_streams(make_engine: EngineFactory) -> N
     assert [upload.key for upload in completed] == [final.key]
     assert completed[0].path.read_bytes() == data
     assert not engine.sessions
+
+
+@pytest.mark.parametrize("whole_window", [True, False], ids=["fills-window", "body-ends"])
+async def test_a_checksum_given_after_the_bytes(
+    make_engine: EngineFactory, whole_window: bool
+) -> None:
+    """``PartCheck.expected`` as a future (an HTTP trailer): the window waits for it once
+    its bytes are in; a wrong digest is 460, None (no checksum came) is 400, both with the
+    offset unchanged; the right one counts the bytes."""
+    engine = make_engine(make_app([]))
+    data = os.urandom(64 * KiB)
+    created = await engine.create_stream(request(len(data)), "client")
+    assert isinstance(created, StreamStatus)
+    sent = data if whole_window else data[: 40 * KiB]
+    loop = asyncio.get_running_loop()
+    for given, status in (
+        (hashlib.sha1(b"other").digest(), Status.CHECKSUM_MISMATCH),
+        (None, Status.BAD_REQUEST),
+        (hashlib.sha1(sent).digest(), Status.OK),
+    ):
+        opened = await engine.open_stream(request(len(data), created.key), "client", offset=0)
+        assert isinstance(opened, Accepted)
+        expected: asyncio.Future[bytes | None] = loop.create_future()
+        window = engine.receive(opened, Tap(), PartCheck(hashlib.sha1(), expected))
+        await window.write(sent)
+        if window.remaining:
+            window.body_ended()
+        settled = loop.create_task(window.result())
+        await asyncio.sleep(0)  # the window is settling, and waits for the checksum
+        assert not settled.done()
+        expected.set_result(given)
+        completion = await settled
+        assert completion is not None and completion.status == status
+        found = await engine.status(created.key)
+        assert isinstance(found, StreamStatus)
+        assert found.offset == (len(sent) if status == Status.OK else 0)

@@ -21,8 +21,10 @@ from starlette.routing import Mount
 from handlers import app as default_app
 from xstream_server.server import Server
 from xstream_server.settings import ServerSettings
+from xstream_server.transport.http.trailers import MAX_TRAILER_BYTES
 
-from .conftest import TUS
+from ..conftest import ServerFactory
+from .conftest import TUS, base_url
 
 KiB = 1024
 ROUTE = "/upload-file"
@@ -282,3 +284,62 @@ async def test_served_by_another_uvicorn_no_trailers_are_promised(
     finally:
         web.should_exit = True
         await web.shutdown(sockets=[sock])
+
+
+async def test_a_body_that_fills_the_upload_then_stalls_before_its_trailer(
+    make_server: ServerFactory,
+) -> None:
+    """All the bytes in, the body's end (and its trailer) never sent: after the stall
+    timeout the part is discarded, 400, the offset unchanged."""
+    async with make_server(raw_stall_timeout=0.5) as server:
+        async with httpx.AsyncClient(base_url=base_url(server)) as http:
+            data = os.urandom(10 * KiB)
+            location = await create(http, len(data))
+            raw = await Raw.connect(server.http_port)
+            try:
+                head = [
+                    f"PATCH {location} HTTP/1.1",
+                    "Host: 127.0.0.1",
+                    "Transfer-Encoding: chunked",
+                    *(f"{name}: {value}" for name, value in patch_headers(0).items()),
+                ]
+                raw.writer.write(
+                    ("\r\n".join(head) + "\r\n\r\n").encode()
+                    + f"{len(data):x}\r\n".encode()
+                    + data
+                    + b"\r\n"
+                )
+                await raw.writer.drain()
+                status, headers = await raw.response()
+            finally:
+                await raw.close()
+            assert status == 400 and headers["upload-offset"] == "0"
+            assert await offset_of(http, location) == 0
+
+
+async def test_trailer_fields_past_the_limit_are_dropped(
+    http: httpx.AsyncClient, server: Server
+) -> None:
+    data = os.urandom(KiB)
+    location = await create(http, 2 * len(data))
+    filler = {f"X-Filler-{i}": "f" * 1000 for i in range(MAX_TRAILER_BYTES // 1000 + 1)}
+    raw = await Raw.connect(server.http_port)
+    try:
+        status, _ = await raw.chunked(
+            "PATCH",
+            location,
+            patch_headers(0),
+            [data],
+            {**filler, "Upload-Checksum": checksum("sha1", data)},
+        )
+        assert status == 400  # the checksum came after 8 KiB of other fields
+        status, headers = await raw.chunked(
+            "PATCH",
+            location,
+            patch_headers(0),
+            [data],
+            {"Upload-Checksum": checksum("sha1", data), **filler},
+        )
+        assert (status, headers["upload-offset"]) == (204, str(len(data)))
+    finally:
+        await raw.close()
