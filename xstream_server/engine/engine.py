@@ -193,7 +193,7 @@ class StreamEngine:
 
     async def _pour(self, key: str) -> Completion | None:
         final = await self.store.get(key)
-        if final is None or final.concat is None or final.state is not StreamState.ACTIVE:
+        if final is None or final.concat is None or final.state is StreamState.COMPLETE:
             return None
         parts: list[StreamStatus] = []
         for part_key in final.concat:
