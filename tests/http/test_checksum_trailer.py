@@ -42,10 +42,14 @@ class Raw:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int) -> Raw:
+    async def connect(cls, port: int | None) -> Raw:
+        assert port is not None
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
-    async def close(self) -> None:
+    async def __aenter__(self) -> Raw:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         self.writer.close()
         await self.writer.wait_closed()
 
@@ -115,8 +119,7 @@ async def test_trailer_checksums_verify_parts_and_a_mismatch_is_460(
 ) -> None:
     data = os.urandom(100 * KiB)
     location = await create(http, len(data))
-    raw = await Raw.connect(server.http_port)
-    try:
+    async with await Raw.connect(server.http_port) as raw:
         first, rest = data[: 40 * KiB], data[40 * KiB :]
         # The body ends before the upload does: its trailer is in when the body ends.
         status, headers = await raw.chunked(
@@ -151,8 +154,6 @@ async def test_trailer_checksums_verify_parts_and_a_mismatch_is_460(
         )
         assert (status, headers["upload-offset"]) == (204, str(len(data)))
         assert headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
-    finally:
-        await raw.close()
     assert server.engine is not None
     key = location.rsplit("/", 1)[1]
     assert server.engine.storage.finished_path(key).read_bytes() == data
@@ -163,8 +164,7 @@ async def test_a_mismatch_on_the_last_byte_of_the_upload_is_460(
 ) -> None:
     data = os.urandom(30 * KiB)
     location = await create(http, len(data))
-    raw = await Raw.connect(server.http_port)
-    try:
+    async with await Raw.connect(server.http_port) as raw:
         status, headers = await raw.chunked(
             "PATCH",
             location,
@@ -172,8 +172,6 @@ async def test_a_mismatch_on_the_last_byte_of_the_upload_is_460(
             pieces(data),
             {"Upload-Checksum": checksum("sha1", data[::-1])},
         )
-    finally:
-        await raw.close()
     assert status == 460 and headers["upload-offset"] == "0"
     assert await offset_of(http, location) == 0
 
@@ -183,11 +181,10 @@ async def test_an_announced_trailer_that_does_not_come_is_400(
 ) -> None:
     data = os.urandom(20 * KiB)
     location = await create(http, 2 * len(data))
-    raw = await Raw.connect(server.http_port)
-    try:
+    async with await Raw.connect(server.http_port) as raw:
         status, headers = await raw.chunked("PATCH", location, patch_headers(0), pieces(data), {})
         assert status == 400 and headers["upload-offset"] == "0"
-        # Malformed, or a second one: no usable checksum either.
+        # Malformed, or of an unknown algorithm: no usable checksum either.
         status, _ = await raw.chunked(
             "PATCH", location, patch_headers(0), pieces(data), {"Upload-Checksum": "sha1 !!"}
         )
@@ -196,8 +193,6 @@ async def test_an_announced_trailer_that_does_not_come_is_400(
             "PATCH", location, patch_headers(0), [data], {"Upload-Checksum": "md5 AAAA"}
         )
         assert status == 400
-    finally:
-        await raw.close()
     assert await offset_of(http, location) == 0
 
 
@@ -206,8 +201,7 @@ async def test_a_trailer_and_a_header_at_once_or_without_chunks_are_400(
 ) -> None:
     data = os.urandom(KiB)
     location = await create(http, len(data))
-    raw = await Raw.connect(server.http_port)
-    try:
+    async with await Raw.connect(server.http_port) as raw:
         status, _ = await raw.chunked(
             "PATCH",
             location,
@@ -216,8 +210,6 @@ async def test_a_trailer_and_a_header_at_once_or_without_chunks_are_400(
             {"Upload-Checksum": checksum("sha1", data)},
         )
         assert status == 400
-    finally:
-        await raw.close()
     unchunked = await http.patch(
         location, headers={**patch_headers(0), "Content-Length": str(len(data))}, content=data
     )
@@ -232,8 +224,7 @@ async def test_creation_with_upload_takes_a_trailer(
     data = os.urandom(50 * KiB)
     headers = {**patch_headers(0), "Upload-Length": str(2 * len(data))}
     del headers["Upload-Offset"]
-    raw = await Raw.connect(server.http_port)
-    try:
+    async with await Raw.connect(server.http_port) as raw:
         status, good = await raw.chunked(
             "POST", ROUTE, headers, pieces(data), {"Upload-Checksum": checksum("sha1", data)}
         )
@@ -242,8 +233,6 @@ async def test_creation_with_upload_takes_a_trailer(
             "POST", ROUTE, headers, pieces(data), {"Upload-Checksum": checksum("sha1", b"x")}
         )
         assert (status, bad["upload-offset"]) == (460, "0")
-    finally:
-        await raw.close()
     assert await offset_of(http, bad["location"]) == 0
 
 
@@ -268,8 +257,7 @@ async def test_served_by_another_uvicorn_no_trailers_are_promised(
             assert "checksum-trailer" not in options.headers["tus-extension"].split(",")
             created = await http.post("/xs" + ROUTE, headers={**TUS, "Upload-Length": "5"})
             location = created.headers["location"]
-            raw = await Raw.connect(port)
-            try:
+            async with await Raw.connect(port) as raw:
                 status, _ = await raw.chunked(
                     "PATCH",
                     location,
@@ -277,8 +265,6 @@ async def test_served_by_another_uvicorn_no_trailers_are_promised(
                     [b"hello"],
                     {"Upload-Checksum": checksum("sha1", b"hello")},
                 )
-            finally:
-                await raw.close()
             assert status == 400
             assert await offset_of(http, location) == 0
     finally:
@@ -295,8 +281,7 @@ async def test_a_body_that_fills_the_upload_then_stalls_before_its_trailer(
         async with httpx.AsyncClient(base_url=base_url(server)) as http:
             data = os.urandom(10 * KiB)
             location = await create(http, len(data))
-            raw = await Raw.connect(server.http_port)
-            try:
+            async with await Raw.connect(server.http_port) as raw:
                 head = [
                     f"PATCH {location} HTTP/1.1",
                     "Host: 127.0.0.1",
@@ -311,8 +296,6 @@ async def test_a_body_that_fills_the_upload_then_stalls_before_its_trailer(
                 )
                 await raw.writer.drain()
                 status, headers = await raw.response()
-            finally:
-                await raw.close()
             assert status == 400 and headers["upload-offset"] == "0"
             assert await offset_of(http, location) == 0
 
@@ -323,8 +306,7 @@ async def test_trailer_fields_past_the_limit_are_dropped(
     data = os.urandom(KiB)
     location = await create(http, 2 * len(data))
     filler = {f"X-Filler-{i}": "f" * 1000 for i in range(MAX_TRAILER_BYTES // 1000 + 1)}
-    raw = await Raw.connect(server.http_port)
-    try:
+    async with await Raw.connect(server.http_port) as raw:
         status, _ = await raw.chunked(
             "PATCH",
             location,
@@ -341,5 +323,3 @@ async def test_trailer_fields_past_the_limit_are_dropped(
             {"Upload-Checksum": checksum("sha1", data), **filler},
         )
         assert (status, headers["upload-offset"]) == (204, str(len(data)))
-    finally:
-        await raw.close()
