@@ -152,13 +152,23 @@ async def test_an_unfinished_part_of_unknown_length(
     assert (await http.get(final)).content == b"head:" + tail
 
 
-async def test_an_unfinished_part_waits_for_one_final_upload(http: httpx.AsyncClient) -> None:
+async def test_an_unfinished_part_waits_for_one_final_upload(
+    http: httpx.AsyncClient, server: Server
+) -> None:
     done = await partial_upload(http, b"abc")
     unfinished = await partial_upload(http, b"abcdef", finish=False)
     first = await http.post(ROUTE, headers={**TUS, "Upload-Concat": f"final;{unfinished}"})
     assert first.status_code == 201
     second = await http.post(ROUTE, headers={**TUS, "Upload-Concat": f"final;{done} {unfinished}"})
     assert second.status_code == 409
+    # Once the waiting final upload is terminated, the part may go into another.
+    assert (await http.delete(first.headers["location"], headers=TUS)).status_code == 204
+    third = await http.post(ROUTE, headers={**TUS, "Upload-Concat": f"final;{done} {unfinished}"})
+    assert third.status_code == 201
+    assert (await patch(http, unfinished, 1, b"bcdef")).status_code == 204
+    assert server.engine is not None
+    await server.engine.wait_settled(30)
+    assert (await http.get(third.headers["location"])).content == b"abcabcdef"
     # A complete part may go into any number of final uploads.
     again = await http.post(ROUTE, headers={**TUS, "Upload-Concat": f"final;{done} {done}"})
     assert again.status_code == 201

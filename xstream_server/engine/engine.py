@@ -157,7 +157,7 @@ class StreamEngine:
         try:
             for part in found:
                 if not part.complete:
-                    answer = await self.store.set_final(part.key, key)
+                    answer = await self._wait_for(part.key, key)
                     if answer != "ok":
                         await self._negotiator.terminate(key)
                         if answer == "gone":
@@ -175,6 +175,17 @@ class StreamEngine:
         if isinstance(status, Refused):
             return status
         return status, completion
+
+    async def _wait_for(self, part: str, final: str) -> str:
+        """Note ``final`` on unfinished ``part`` (see ``StateStore.set_final``); a final
+        stream noted there before that is gone since (terminated, expired) is replaced."""
+        answer = await self.store.set_final(part, final)
+        if answer == "taken":
+            record = await self.store.get(part)
+            earlier = record.final if record is not None else None
+            if earlier is not None and not await self.store.exists(earlier):
+                answer = await self.store.set_final(part, final, replacing=earlier)
+        return answer
 
     async def _finish_final(self, key: str) -> Completion | None:
         """Pour final stream ``key`` from its parts if they are all complete; its completion,

@@ -110,10 +110,10 @@ class StateStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def set_final(self, key: str, final: str) -> str:
+    async def set_final(self, key: str, final: str, replacing: str | None = None) -> str:
         """Note on partial stream ``key`` that ``final`` waits for it: ``ok`` (also when it
-        was noted already), ``gone`` (no such stream), or ``taken`` (another final waits
-        for it)."""
+        was noted already, or when ``replacing`` was), ``gone`` (no such stream), or
+        ``taken`` (another final waits for it)."""
         ...
 
     async def set_total(self, key: str, total: int) -> str:

@@ -105,11 +105,11 @@ redis.call('HDEL', KEYS[1], 'deferred')
 return 'ok'
 """
 
-# KEYS: stream (a partial one). ARGV: the final stream's key.
+# KEYS: stream (a partial one). ARGV: the final stream's key, the one it may replace.
 _SET_FINAL: Final = """
 local fields = redis.call('HMGET', KEYS[1], 'route', 'final')
 if not fields[1] then return 'gone' end
-if fields[2] and fields[2] ~= ARGV[1] then return 'taken' end
+if fields[2] and fields[2] ~= ARGV[1] and fields[2] ~= ARGV[2] then return 'taken' end
 redis.call('HSET', KEYS[1], 'final', ARGV[1])
 return 'ok'
 """
@@ -295,8 +295,8 @@ class RedisStateStore:
         )
 
     @_unavailable_on_redis_error
-    async def set_final(self, key: str, final: str) -> str:
-        answer = await self._set_final(keys=[_stream_key(key)], args=[final])
+    async def set_final(self, key: str, final: str, replacing: str | None = None) -> str:
+        answer = await self._set_final(keys=[_stream_key(key)], args=[final, replacing or ""])
         return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     @_unavailable_on_redis_error
