@@ -11,6 +11,10 @@ which is full by the time the application has read the body to its end.
 
 An application served otherwise (mounted into another server) has no such list: it sees
 no trailers, and says so (``trailers_of`` gives None).
+
+The subclass relies on three callbacks of uvicorn's ``HttpToolsProtocol``
+(``on_message_begin``, which makes the scope, ``on_headers_complete`` and ``on_header``);
+``tests/http/test_checksum_trailer.py`` fails if a uvicorn release changes them.
 """
 
 from __future__ import annotations
