@@ -7,7 +7,7 @@ time on a PATCH of many MB (profiled). When the application has taken every earl
 keeps the parser's own ``bytes`` object as the pending body instead, and ``bytes()`` of a
 ``bytes`` object is that same object: no copy. Otherwise (chunks piling up while the
 application is busy) it does what uvicorn does. Flow control, disconnects and upgrades are
-uvicorn's own.
+uvicorn's own; trailer fields are kept apart as ``trailers`` does.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from __future__ import annotations
 from typing import Any, cast
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .trailers import TrailerHttpToolsProtocol
 
 __all__ = ["BodyHandingProtocol"]
 
 
-class BodyHandingProtocol(HttpToolsProtocol):
+class BodyHandingProtocol(TrailerHttpToolsProtocol):
+    """The trailer-keeping httptools protocol (``trailers``), handing body chunks over as
+    they are."""
+
     def on_body(self, body: bytes) -> None:
         cycle = cast(Any, self.cycle)
         pending = cycle.body
