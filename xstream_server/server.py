@@ -127,6 +127,7 @@ class Server:
         self.engine = StreamEngine(self.app, self.store, storage, self.settings)
         try:
             await self.store.ping()
+            await self.store.upgrade()
             await self.engine.maintenance.reconcile()
         except StateUnavailable as exc:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)

@@ -5,8 +5,10 @@ sweeping expired streams and orphaned files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from ..protocol import Status
 from ..settings import ServerSettings
@@ -89,6 +91,20 @@ class Maintenance:
                 if not ok:
                     session.stop_soon(Status.CONFLICT, "stream taken over by a newer request")
 
+    @contextlib.asynccontextmanager
+    async def _claimed(self, key: str) -> AsyncIterator[bool]:
+        """Hold ``key``'s lease while deleting it: a stream streaming on any instance, or
+        claimed by another instance's sweeper, is left alone (yields False). A deletion
+        removes the lease with the record; otherwise it is released on leaving."""
+        owner = f"{self.instance}:sweeper"
+        if await self.store.acquire_lease(key, owner, self.settings.lease_seconds) is not None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            await self.store.release_lease(key, owner)
+
     async def sweep(self, now: float | None = None) -> dict[str, int]:
         """Delete expired streams, part files without a record, records without a part.
 
@@ -107,14 +123,22 @@ class Maintenance:
             if record is not None and record.updated + record.expiry > now:
                 await self.store.reschedule(key, record.updated + record.expiry)
                 continue  # renewed since it was indexed
-            if record is not None:
-                # Not handled: a finished file here (finalized, perhaps cut short by a
-                # crash before the record said so) has no owner. A part goes too.
-                await self.storage.remove_finished(key)
-            await self.storage.discard(key)
-            await self.store.delete(key)
-            self.live.forget(key)
-            counts["expired"] += 1
+            async with self._claimed(key) as claimed:
+                if not claimed:
+                    continue  # streaming on another instance, or another sweeper has it
+                record = await self.store.get(key)  # as it is now, under the lease
+                if record is not None and (
+                    _handled(record) or record.updated + record.expiry > now
+                ):
+                    continue  # completed or renewed a moment ago: the next sweep sees it
+                if record is not None:
+                    # Not handled: a finished file here (finalized, perhaps cut short by a
+                    # crash before the record said so) has no owner. A part goes too.
+                    await self.storage.remove_finished(key)
+                await self.storage.discard(key)
+                if await self.store.delete(key):
+                    counts["expired"] += 1
+                self.live.forget(key)
         for part in await self.storage.list_parts():
             if part.key in self.live.sessions or now - part.modified < self.settings.orphan_grace:
                 continue
@@ -127,9 +151,11 @@ class Maintenance:
             record = await self.store.get(key)
             if record is None:
                 # Expired by its TTL a moment before its place in the index came due.
-                await self.storage.discard(key)
-                await self.store.forget(key)
-                counts["expired"] += 1
+                async with self._claimed(key) as claimed:
+                    if claimed and await self.store.get(key) is None:
+                        await self.storage.discard(key)
+                        if await self.store.delete(key):
+                            counts["expired"] += 1
             elif _handled(record):
                 await self.store.forget(key)
             elif (
@@ -140,8 +166,9 @@ class Maintenance:
                 # crash cut short is no orphan: a resume completes it.
                 and not await self.storage.is_finished(key)
             ):
-                await self.store.delete(key)
-                counts["orphan_records"] += 1
+                async with self._claimed(key) as claimed:
+                    if claimed and await self.store.delete(key):
+                        counts["orphan_records"] += 1
         if any(counts.values()):
             log.info("sweeper: %s", counts)
         return counts

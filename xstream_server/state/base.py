@@ -106,7 +106,10 @@ class StateStore(Protocol):
         past its expiry (twice as long), so that the sweeper meets it and deletes its file."""
         ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> bool:
+        """Delete the record, its lease and its index entry; True if this call removed
+        either the record or the entry."""
+        ...
 
     async def set_total(self, key: str, total: int) -> str:
         """Fix the length of a stream created with a deferred one: ``"ok"``, or ``"gone"``,
@@ -135,8 +138,8 @@ class StateStore(Protocol):
         """Keys whose inactivity deadline has passed (their record may already be gone)."""
         ...
 
-    async def forget(self, key: str) -> None:
-        """Drop ``key`` from the expiry index."""
+    async def forget(self, key: str) -> bool:
+        """Drop ``key`` from the expiry index; True if it was there."""
         ...
 
     async def reschedule(self, key: str, deadline: float) -> None:
