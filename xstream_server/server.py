@@ -70,6 +70,7 @@ class Server:
     def __init__(self, app: App, settings: ServerSettings) -> None:
         self.app = app
         self.settings = settings
+        self.role = "xstream listening"  # how the start-up line names this process
         self.embedded_redis: EmbeddedRedis | None = None
         self.redis_url = settings.redis_url or ""
         self.host = settings.host
@@ -132,13 +133,17 @@ class Server:
         except StateUnavailable as exc:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
         self.transport = TcpTransportServer(self.engine, self.settings, self.shared_limits)
-        self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
+        self.host, self.port = await self.transport.start(
+            self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port
+        )
         self._http_context.engine = self.engine
         self.websocket.engine = self.engine
         if self.settings.http:
             self.http = HttpTransportServer(self.http_app, self.settings.shutdown_timeout)
             self.http_host, self.http_port = await self.http.start(
-                self.settings.http_host, self.settings.http_port
+                self.settings.http_host,
+                self.settings.http_port,
+                reuse_port=self.settings.reuse_port,
             )
         if self.settings.utp_port is not None:
             self.utp_transport = UtpTransportServer(self.engine, self.settings)
@@ -152,7 +157,8 @@ class Server:
             loop.create_task(self._sweep_periodically()),
         ]
         log.info(
-            "xstream listening on %s:%d%s (redis: %s%s, data: %s, fsync: %s)",
+            "%s on %s:%d%s (redis: %s%s, data: %s, fsync: %s)",
+            self.role,
             self.host,
             self.port,
             f", http://{self.http_host}:{self.http_port}" if self.http else "",

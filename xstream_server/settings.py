@@ -34,6 +34,11 @@ class ServerSettings(BaseSettings):
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None
     app: str = "handlers:app"
+    # Processes serving the same ports (SO_REUSEPORT), sharing Redis and the data directory,
+    # under a supervisor that restarts a crashed one (docs/OPERATING.md).
+    workers: int = Field(default=1, ge=1, le=256)
+    # Bind the TCP and HTTP ports with SO_REUSEPORT (set for workers by their supervisor).
+    reuse_port: bool = False
 
     # Packet limits (PROTOCOL §1); a route may set its own payload limit.
     max_header_block: int = Field(default=16 * 1024, ge=256)
