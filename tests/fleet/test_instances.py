@@ -66,7 +66,8 @@ async def test_sweepers_of_two_instances_delete_each_stream_once_and_no_live_one
             await until(lambda: live in b.engine.sessions if b.engine else False)
 
             future = time.time() + SHORT + 1
-            counts = await asyncio.gather(*(s.engine.sweep(now=future) for s in (a, b, a, b)))
+            engines = (a.engine, b.engine, a.engine, b.engine)
+            counts = await asyncio.gather(*(engine.sweep(now=future) for engine in engines))
 
             assert sum(c["expired"] for c in counts) == len(dead), counts
             for key in dead:
