@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import importlib
 import logging
 import resource
@@ -22,6 +23,7 @@ from starlette.routing import WebSocketRoute
 from .app import App
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
+from .events import EVENT_STREAM
 from .private import private_directory
 from .protocol import Status
 from .settings import ServerSettings
@@ -126,6 +128,12 @@ class Server:
             inline_writes=self.settings.inline_writes,
         )
         self.engine = StreamEngine(self.app, self.store, storage, self.settings)
+        if self.settings.event_stream:
+            self.engine.events.publisher = functools.partial(
+                self.store.append_events,
+                stream=EVENT_STREAM,
+                maxlen=self.settings.event_stream_length,
+            )
         try:
             await self.store.ping()
             await self.store.upgrade()
@@ -155,6 +163,7 @@ class Server:
             loop.create_task(self._forever(maintenance.serve_takeovers, "takeover listener")),
             loop.create_task(self._forever(maintenance.renew_leases, "lease renewal")),
             loop.create_task(self._sweep_periodically()),
+            loop.create_task(self._forever(self.engine.events.deliver, "event delivery")),
         ]
         log.info(
             "%s on %s:%d%s (redis: %s%s, data: %s, fsync: %s)",
@@ -211,6 +220,7 @@ class Server:
             await self.utp_transport.close()
         if self.engine is not None:
             await self.engine.wait_settled(self.settings.shutdown_timeout)
+            await self.engine.events.drain(self.settings.shutdown_timeout)
         for task in self._background:
             task.cancel()
         for task in self._background:

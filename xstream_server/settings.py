@@ -91,6 +91,11 @@ class ServerSettings(BaseSettings):
     # Threads for file I/O, hashing and fsync (blocking calls leave the event loop here).
     io_threads: int = Field(default=16, ge=2)
 
+    # Lifecycle events appended to the Redis Stream ``xs:events`` (docs/EVENTS.md), capped
+    # at about ``event_stream_length`` entries; off: only the app's on_event hooks get them.
+    event_stream: bool = True
+    event_stream_length: int = Field(default=100_000, ge=100)
+
     shutdown_timeout: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from ..events import EventKind, StreamEvent, StreamEvents
 from ..protocol import Status
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
@@ -29,12 +30,14 @@ class Maintenance:
         settings: ServerSettings,
         live: LiveStreams,
         instance: str,
+        events: StreamEvents | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.settings = settings
         self.live = live
         self.instance = instance
+        self.events = events
 
     async def reconcile(self) -> None:
         """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5).
@@ -91,6 +94,19 @@ class Maintenance:
                 if not ok:
                     session.stop_soon(Status.CONFLICT, "stream taken over by a newer request")
 
+    def _expired(self, key: str, record: StreamRecord | None) -> None:
+        if self.events is not None:
+            self.events.emit(
+                StreamEvent(
+                    EventKind.EXPIRED,
+                    key,
+                    route=record.route if record else "",
+                    offset=record.offset if record else None,
+                    total=record.total if record else None,
+                    principal=record.principal if record else None,
+                )
+            )
+
     @contextlib.asynccontextmanager
     async def _claimed(self, key: str) -> AsyncIterator[bool]:
         """Hold ``key``'s lease while deleting it: a stream streaming on any instance, or
@@ -138,6 +154,7 @@ class Maintenance:
                 await self.storage.discard(key)
                 if await self.store.delete(key):
                     counts["expired"] += 1
+                    self._expired(key, record)
                 self.live.forget(key)
         for part in await self.storage.list_parts():
             if part.key in self.live.sessions or now - part.modified < self.settings.orphan_grace:
@@ -156,6 +173,7 @@ class Maintenance:
                         await self.storage.discard(key)
                         if await self.store.delete(key):
                             counts["expired"] += 1
+                            self._expired(key, None)
             elif _handled(record):
                 await self.store.forget(key)
             elif (
@@ -169,6 +187,7 @@ class Maintenance:
                 async with self._claimed(key) as claimed:
                     if claimed and await self.store.delete(key):
                         counts["orphan_records"] += 1
+                        self._expired(key, record)
         if any(counts.values()):
             log.info("sweeper: %s", counts)
         return counts

@@ -25,6 +25,7 @@ keys live in one slot and the Lua scripts below stay cluster-safe):
                    sweeper meets them. (Before the index was sharded it was one set,
                    ``xs:expiry``; ``upgrade`` moves its members into the shards.)
 ``xs:takeover:<instance>``  pub/sub channel: keys another instance wants this one to release.
+``xs:events``      stream (XADD), the lifecycle events of every stream, capped (docs/EVENTS.md).
 
 Cluster rules, for anyone adding keys: a key that belongs to one stream carries the stream's
 hash tag (``xs:{K}:...``); a script or a multi-key command names only keys of one tag; data
@@ -42,7 +43,7 @@ import asyncio
 import json
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
@@ -506,6 +507,17 @@ class RedisStateStore:
             await self._redis.zrem(LEGACY_EXPIRY_INDEX, key)
             moved += 1
         return moved
+
+    @_unavailable_on_redis_error
+    async def append_events(
+        self, entries: Sequence[Mapping[str, str]], *, stream: str, maxlen: int
+    ) -> None:
+        """Append lifecycle events to the Redis Stream ``stream`` (one key, so one slot in a
+        cluster), trimmed to about ``maxlen`` entries."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xadd(stream, cast(Any, dict(entry)), maxlen=maxlen, approximate=True)
+            await pipe.execute()
 
     @_unavailable_on_redis_error
     async def exists(self, key: str) -> bool:
