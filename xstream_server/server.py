@@ -24,6 +24,7 @@ from .app import App
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
 from .events import EVENT_STREAM
+from .health import health_routes
 from .private import private_directory
 from .protocol import Status
 from .settings import ServerSettings
@@ -99,6 +100,7 @@ class Server:
             cors_origins=settings.http_cors_origins,
             extra_routes=[
                 WebSocketRoute(WEBSOCKET_PATH, self.websocket.serve),
+                *health_routes(lambda: self.engine, settings.data_dir),
                 *web_routes(page=settings.http_page),
             ],
         )
