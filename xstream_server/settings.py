@@ -6,6 +6,7 @@ Every knob has a default that works on one machine; durations are seconds, sizes
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,3 +100,5 @@ class ServerSettings(BaseSettings):
     shutdown_timeout: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"
+    # "text": human-readable lines; "json": one JSON object per line (xstream_server/logs.py).
+    log_format: Literal["text", "json"] = "text"

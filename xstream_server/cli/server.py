@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from ..app import ConfigurationError
 from ..embedded_redis import EmbeddedRedisError
+from ..logs import configure_logging
 from ..server import Server, load_app
 from ..settings import ServerSettings
 from ..workers import Supervisor, WorkerStartFailed, report_ready, worker_overrides
@@ -58,6 +59,11 @@ __all__ = ["main"]
 @click.option("--lease-seconds", type=float, help="Lease of a stream's owner [5].")
 @click.option("--sweep-interval", type=float, help="Seconds between sweeps of expired data [60].")
 @click.option("--log-level", help="DEBUG, INFO, WARNING... [INFO].")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Human-readable lines, or one JSON object per line [text].",
+)
 @click.option("--workers", type=int, help="Server processes on the same ports, supervised [1].")
 def main(app_spec: str | None, app_dir: Path | None, **options: Any) -> None:
     """Run the xstream resumable upload server."""
@@ -76,11 +82,7 @@ def main(app_spec: str | None, app_dir: Path | None, **options: Any) -> None:
             f"{settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
             param_hint="--log-level",
         )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # As uvicorn's --app-dir: `--app mymodule:app` finds mymodule.py where the server starts.
     sys.path.insert(0, str((app_dir or Path.cwd()).resolve()))
     try:

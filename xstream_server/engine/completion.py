@@ -203,7 +203,18 @@ class Completer:
             int(status), headers, payload, (reply_format or DataFormat.BYTES).value
         )
         await self.store.complete(record.key, session.owner, result, succeeded=status is Status.OK)
-        log.info("stream %s complete: %d bytes, status %d", record.key, record.total, int(status))
+        log.info(
+            "stream %s complete: %d bytes, status %d",
+            record.key,
+            record.total,
+            int(status),
+            extra={
+                "key": record.key,
+                "route": record.route,
+                "client": session.client,
+                "status": int(status),
+            },
+        )
         self._emit(
             record,
             EventKind.COMPLETED if status is Status.OK else EventKind.FAILED,
