@@ -2,7 +2,7 @@
 its own (issue 14): other connections are served while its file is read, and the thread is
 not one of the default pool's, which storage I/O needs meanwhile. What this cannot do:
 ``json.loads`` holds the GIL while it builds the objects (about 0.3-0.4 s for 16 MiB on the
-development machine), and the event loop waits for that part (said at RouteStream's
+development machine), and the event loop waits for that part (said at StreamRoute's
 max_decoded_size)."""
 
 from __future__ import annotations
