@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import sys
 from collections.abc import Callable
 
 __all__ = ["LossyRelay", "start_relay"]
@@ -65,3 +67,23 @@ async def start_relay(
         lambda: LossyRelay(server, seed, rate), local_addr=("127.0.0.1", 0)
     )
     return transport, relay
+
+
+async def _serve(server: tuple[str, int], seed: int, rate: float) -> None:
+    transport, relay = await start_relay(server, seed, rate)
+    print(json.dumps({"port": transport.get_extra_info("sockname")[1]}), flush=True)
+    try:
+        # Until stdin closes: the parent ends the relay by closing the pipe.
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    finally:
+        transport.close()
+    print(json.dumps(relay.counts), flush=True)
+
+
+if __name__ == "__main__":
+    # python -m tests.utp.relay HOST:PORT RATE [SEED]: a relay in a process of its own (the
+    # benchmark runs one so that its CPU is neither the client's nor the server's).
+    host, _, port = sys.argv[1].rpartition(":")
+    asyncio.run(
+        _serve((host, int(port)), int(sys.argv[3]) if len(sys.argv) > 3 else 1, float(sys.argv[2]))
+    )
