@@ -7,8 +7,9 @@ An ``xstream-server`` process (its own Redis, fsync off, TCP and uTP ports) take
 file uploaded by the Python client in this process over TCP, over uTP, and over uTP through
 the lossy relay of tests/utp/relay.py (a process of its own, dropping, duplicating and
 delaying ``--loss`` of the datagrams each); libutp (npm utp-native under Node) moves the
-same number of bytes from one Node process to another. Each round runs the four in turn, so
-that a change in the machine's load shows in every row rather than in one.
+same number of bytes from one Node process to another, and between two sockets of one Node
+process. Each round runs the five in turn, so that a change in the machine's load shows in
+every row rather than in one.
 
 For each upload: MB/s (wall clock, first byte to result), and CPU seconds per MB of the
 receiving side (the xstream server process, every thread; the receiving Node process) and
@@ -150,6 +151,26 @@ def libutp_transfer(sink: Line, port: int, size: int) -> dict[str, Any]:
     )
 
 
+def libutp_pair(size: int) -> dict[str, Any]:
+    """Both libutp ends in one Node process (its CPU is both ends', in the receiver column)."""
+    done = subprocess.run(
+        ["node", "peer.js", "pair", str(size)],
+        cwd=INTEROP,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    result = json.loads(done.stdout)
+    if result["received"] != size:
+        raise RuntimeError(f"libutp pair moved {result['received']} of {size} bytes")
+    measured = row(
+        "libutp, both ends in 1 Node process", size, result["seconds"], result["cpu_seconds"], 0.0
+    )
+    measured["client CPU s/MB"] = float("nan")
+    return measured
+
+
 def profile_summary(raw: Path, top: int = 25) -> str:
     """Self and total sample counts per function from py-spy's raw (collapsed) stacks."""
     own: collections.Counter[str] = collections.Counter()
@@ -219,6 +240,7 @@ def main(size: int, rounds: int, loss: float, py_spy: Path | None, out: Path | N
                         relay_counts,
                     ),
                     lambda: libutp_transfer(sink, sink_port, size),
+                    lambda: libutp_pair(size),
                 ]
                 for measure in measurements:
                     result = measure()
