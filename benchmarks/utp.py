@@ -198,7 +198,14 @@ def profile_summary(raw: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def main(size: int, rounds: int, loss: float, py_spy: Path | None, out: Path | None) -> None:
+def main(
+    size: int,
+    rounds: int,
+    loss: float,
+    py_spy: Path | None,
+    out: Path | None,
+    with_libutp: bool = True,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="xstream-utp-bench-") as name:
         work = Path(name)
         path, digest = _payload(work / "payload.bin", size)
@@ -239,9 +246,10 @@ def main(size: int, rounds: int, loss: float, py_spy: Path | None, out: Path | N
                         digest,
                         relay_counts,
                     ),
-                    lambda: libutp_transfer(sink, sink_port, size),
-                    lambda: libutp_pair(size),
                 ]
+                if with_libutp:
+                    measurements.append(lambda: libutp_transfer(sink, sink_port, size))
+                    measurements.append(lambda: libutp_pair(size))
                 for measure in measurements:
                     result = measure()
                     results[result["name"]].append(result)
@@ -357,7 +365,15 @@ if __name__ == "__main__":
     parser.add_argument("--loss", type=float, default=0.01, help="datagram fault rate [0.01]")
     parser.add_argument("--py-spy", type=Path, help="profile the server; raw stacks to FILE")
     parser.add_argument("--json", type=Path, help="write the measurements to FILE")
+    parser.add_argument("--no-libutp", action="store_true", help="xstream's rows only")
     arguments = parser.parse_args()
     if shutil.which("node") is None or not (INTEROP / "node_modules" / "utp-native").is_dir():
         sys.exit("needs Node and utp-native (scripts/setup --dev)")
-    main(arguments.size * MiB, arguments.rounds, arguments.loss, arguments.py_spy, arguments.json)
+    main(
+        arguments.size * MiB,
+        arguments.rounds,
+        arguments.loss,
+        arguments.py_spy,
+        arguments.json,
+        not arguments.no_libutp,
+    )

@@ -18,7 +18,7 @@ import pytest
 from tests.client.conftest import CuttingProxy
 from tests.conftest import ServerFactory
 from tests.durability.support import until
-from xstream_server.client import upload
+from xstream_server.client import Upload, UploadAborted, upload
 from xstream_server.client.resume_state import FileIdentity, ResumeStore
 from xstream_server.engine import StreamStatus
 from xstream_server.server import Server
@@ -271,3 +271,27 @@ async def test_upload_key_option_resumes_a_stream_begun_elsewhere(
     both = await xstream(tmp_path / "state", "upload", str(path), "--key", "K", "--fresh")
     assert both[0] == 2
     assert "not both" in both[2]
+
+
+async def test_the_library_resumes_over_utp_a_stream_begun_over_tcp(
+    checkpointing_server: Server, tmp_path: Path
+) -> None:
+    server = checkpointing_server
+    path, digest = random_file(tmp_path, 6 * MiB)
+    keys: list[str] = []
+    async with silent_after("tcp", server, 3 * MiB) as address:
+        first = Upload(path, server=address, on_key=keys.append, stall_timeout=60)
+        running = asyncio.create_task(first.run())
+
+        async def stored_some() -> bool:
+            return bool(keys) and await stored_offset(server, keys[0]) >= 2 * MiB
+
+        async with asyncio.timeout(60):
+            await until(stored_some)  # nothing announces the durable offset
+        first.abort()
+        with pytest.raises(UploadAborted):
+            await running
+    stored = await stored_offset(server, keys[0])
+    result = await upload(path, server=utp_address(server), transport="utp", key=keys[0])
+    assert (result.key, result.sha256) == (keys[0], digest)
+    assert result.resumed_from >= stored >= 2 * MiB

@@ -2,7 +2,8 @@
 
 Human output goes to stderr (progress bar, notes) and stdout (the key, the result); with
 ``--json`` stdout carries one JSON object per line instead (``event``: ``key``, ``retry``,
-``done``, ``interrupted``, ``error``; ``status`` and ``request`` print one object).
+``restart`` (a saved key the server refused: a new upload begins), ``done``,
+``interrupted``, ``error``; ``status`` and ``request`` print one object).
 """
 
 from __future__ import annotations
