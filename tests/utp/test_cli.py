@@ -131,7 +131,7 @@ async def stored_offset(server: Server, key: str) -> int:
 
 
 async def kill_once_stored(process: asyncio.subprocess.Process, server: Server) -> str:
-    """Read the key the command prints, wait until the server has stored 2 MiB of the
+    """Read the key the command prints, wait until the server has stored 1 MiB of the
     stream, then kill -9 the command; the key."""
     assert process.stdout is not None
     async with asyncio.timeout(60):
@@ -140,7 +140,7 @@ async def kill_once_stored(process: asyncio.subprocess.Process, server: Server) 
         key = str(key_event["key"])
 
         async def stored_some() -> bool:
-            return await stored_offset(server, key) >= 2 * MiB
+            return await stored_offset(server, key) >= MiB
 
         await until(stored_some)  # the durable offset is announced to nobody here
     process.kill()  # -9: nothing saved on the way out, no FIN on either transport
@@ -199,7 +199,7 @@ async def test_a_cli_upload_killed_on_one_transport_resumes_on_the_other(
         )
         key = await kill_once_stored(process, server)
     stored = await stored_offset(server, key)
-    assert 2 * MiB <= stored < size
+    assert MiB <= stored < size
 
     # The same command on the other transport, straight to the server (same host, another
     # port): no key given, the saved one is found.
@@ -284,7 +284,7 @@ async def test_the_library_resumes_over_utp_a_stream_begun_over_tcp(
         running = asyncio.create_task(first.run())
 
         async def stored_some() -> bool:
-            return bool(keys) and await stored_offset(server, keys[0]) >= 2 * MiB
+            return bool(keys) and await stored_offset(server, keys[0]) >= MiB
 
         async with asyncio.timeout(60):
             await until(stored_some)  # nothing announces the durable offset
@@ -294,4 +294,21 @@ async def test_the_library_resumes_over_utp_a_stream_begun_over_tcp(
     stored = await stored_offset(server, keys[0])
     result = await upload(path, server=utp_address(server), transport="utp", key=keys[0])
     assert (result.key, result.sha256) == (keys[0], digest)
-    assert result.resumed_from >= stored >= 2 * MiB
+    assert result.resumed_from >= stored >= MiB
+
+
+async def test_status_of_a_saved_key_asks_over_the_transport_it_was_begun_on(
+    utp_server: Server, tmp_path: Path
+) -> None:
+    path, _ = random_file(tmp_path, 200_000)
+    uploaded = await upload(path, server=utp_address(utp_server), transport="utp")
+    state = tmp_path / "state"
+    store = ResumeStore(state)
+    identity = FileIdentity.of(path)
+    store.save(
+        store.new_entry(uploaded.key, utp_address(utp_server), "/upload-file", identity, "utp")
+    )
+    code, events, err = await xstream(state, "--json", "status", uploaded.key)
+    assert code == 0, err
+    assert events[0]["source"] == "server"
+    assert (events[0]["state"], events[0]["offset"]) == ("complete", 200_000)
