@@ -73,6 +73,8 @@ class StreamRecord:
     # the partial streams a final one was made of.
     partial: bool = False
     concat: tuple[str, ...] | None = None
+    # A partial stream that a final one is waiting for (tus concatenation-unfinished).
+    final: str | None = None
 
 
 class StateStore(Protocol):
@@ -106,7 +108,16 @@ class StateStore(Protocol):
         past its expiry (twice as long), so that the sweeper meets it and deletes its file."""
         ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> bool:
+        """Delete the record, its lease and its index entry; True if this call removed
+        either the record or the entry."""
+        ...
+
+    async def set_final(self, key: str, final: str, replacing: str | None = None) -> str:
+        """Note on partial stream ``key`` that ``final`` waits for it: ``ok`` (also when it
+        was noted already, or when ``replacing`` was), ``gone`` (no such stream), or
+        ``taken`` (another final waits for it)."""
+        ...
 
     async def set_total(self, key: str, total: int) -> str:
         """Fix the length of a stream created with a deferred one: ``"ok"``, or ``"gone"``,
@@ -135,8 +146,8 @@ class StateStore(Protocol):
         """Keys whose inactivity deadline has passed (their record may already be gone)."""
         ...
 
-    async def forget(self, key: str) -> None:
-        """Drop ``key`` from the expiry index."""
+    async def forget(self, key: str) -> bool:
+        """Drop ``key`` from the expiry index; True if it was there."""
         ...
 
     async def reschedule(self, key: str, deadline: float) -> None:

@@ -12,6 +12,8 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp
 
+from .trailers import TrailerHttpToolsProtocol
+
 __all__ = ["HttpTransportServer"]
 
 
@@ -30,13 +32,15 @@ class HttpTransportServer:
         self._socket: socket.socket | None = None
         self._ticker: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.create_server((host, port), family=family, backlog=4096)
+        self._socket = socket.create_server(
+            (host, port), family=family, backlog=4096, reuse_port=reuse_port
+        )
         config = uvicorn.Config(
             self._app,
             loop="none",
-            http="httptools",
+            http=TrailerHttpToolsProtocol,
             ws="websockets-sansio",
             # A message larger than this closes the WebSocket (1009); clients send raw
             # bytes in far smaller slices.
