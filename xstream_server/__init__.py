@@ -8,6 +8,8 @@ from .app import (
     App,
     CompletedUpload,
     ConfigurationError,
+    CreateDecision,
+    CreateOffer,
     Reply,
     RequestContext,
     RouteError,
@@ -15,6 +17,7 @@ from .app import (
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
+from .events import EventKind, StreamEvent
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
 
@@ -22,12 +25,16 @@ __all__ = [
     "App",
     "CompletedUpload",
     "ConfigurationError",
+    "CreateDecision",
+    "CreateOffer",
     "DataFormat",
+    "EventKind",
     "Reply",
     "RequestContext",
     "RouteError",
     "ServerSettings",
     "Status",
+    "StreamEvent",
     "StreamOffer",
     *_client_all,
 ]
