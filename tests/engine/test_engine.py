@@ -507,3 +507,37 @@ async def test_sha256_trailing_the_writer_covers_every_window(
     assert (last.status, last.missing) == (Status.OK, 0)
     assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert not engine.sessions
+
+
+@pytest.mark.parametrize("inline_writes", [True, False], ids=["inline", "pooled"])
+async def test_a_window_that_goes_quiet_gets_its_written_bytes_recorded(
+    make_engine: EngineFactory, inline_writes: bool
+) -> None:
+    """A burst that passes the byte cadence while a background checkpoint runs, then
+    silence: the written bytes are recorded within ``checkpoint_seconds``, while the window
+    is still open, not only when it is abandoned at the stall timeout."""
+    MiB = 1024 * KiB
+    engine = make_engine(
+        make_app([]), inline_writes=inline_writes, checkpoint_bytes=MiB, checkpoint_seconds=0.3
+    )
+    data = os.urandom(4 * MiB)
+    sent = 2 * MiB + 1000
+    opened = await engine.open_stream(request(len(data)), "client")
+    assert isinstance(opened, Accepted)
+    window = engine.receive(opened, Tap())
+    for start in range(0, sent, 64 * KiB):
+        await window.write(data[start : min(start + 64 * KiB, sent)])
+    key = opened.session.key
+    recorded = 0
+    async with asyncio.timeout(10):  # the window itself would wait for its stall timeout
+        while recorded < sent:
+            status = await engine.status(key)
+            assert isinstance(status, StreamStatus)
+            recorded = status.offset
+            await asyncio.sleep(0.05)  # polling the store: it has no change notification
+    assert recorded == sent
+    assert window.remaining  # still open: the checkpoint came from the quiet window itself
+    window.stop(Status.TIMEOUT, "test over")
+    completion = await window.result()
+    assert completion is not None
+    assert completion.missing == len(data) - sent

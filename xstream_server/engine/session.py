@@ -82,6 +82,11 @@ class StreamSession:
         self._last_checkpoint = time.monotonic()
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpoint_error: Exception | None = None
+        # Armed while written bytes wait for their checkpoint, so that a window that goes
+        # quiet still gets its bytes recorded within ``checkpoint_seconds``.
+        self._idle_timer: asyncio.TimerHandle | None = None
+        # Set once the window is being settled: no background checkpoint starts after that.
+        self._settling = False
         self._released = asyncio.Event()
         self._lease_held = True
         self._on_stop: StopCallback | None = None
@@ -185,22 +190,52 @@ class StreamSession:
                 self._trail.fed(self.written)
             else:
                 self._trail.written(self.written)
+        self._consider_checkpoint()
+
+    def _consider_checkpoint(self) -> None:
+        """Start a background checkpoint when the byte or time cadence says so and none is
+        running; otherwise make sure the written bytes are looked at again within
+        ``checkpoint_seconds`` (a running checkpoint looks again when it ends)."""
+        if self._held is not None or self._settling or self._checkpoint_error is not None:
+            return
+        pending = self.written - self.durable
+        if pending <= 0:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
         if (
-            self._held is None
-            and (
-                self.written - self.durable >= self._settings.checkpoint_bytes
-                or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
-            )
-            and (self._checkpointing is None or self._checkpointing.done())
+            pending >= self._settings.checkpoint_bytes
+            or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_seconds
         ):
             # In the background: writing goes on while the fsync runs.
             self._last_checkpoint = time.monotonic()
             self._checkpointing = asyncio.get_running_loop().create_task(
-                self._checkpoint_to(self.written)
+                self._checkpoint_to(self.written, background=True)
+            )
+        elif self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_at(
+                self._idle_deadline(), self._idle_timer_fired
             )
 
-    async def _checkpoint_to(self, offset: int) -> None:
-        """write → fsync → record, for the bytes written before ``offset``."""
+    def _idle_deadline(self) -> float:
+        # The timer runs on the loop's clock; the cadence is kept on time.monotonic().
+        loop = asyncio.get_running_loop()
+        wait = self._last_checkpoint + self._settings.checkpoint_seconds - time.monotonic()
+        return loop.time() + max(0.0, wait)
+
+    def _idle_timer_fired(self) -> None:
+        self._idle_timer = None
+        self._consider_checkpoint()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    async def _checkpoint_to(self, offset: int, *, background: bool = False) -> None:
+        """write → fsync → record, for the bytes written before ``offset``. A background
+        checkpoint looks at what was written meanwhile when it ends, so that a burst that
+        passed the byte cadence while it ran is not left waiting for the next write."""
         try:
             await self._writer.sync()
             await self._host.store.checkpoint(self.key, self.owner, offset)
@@ -209,11 +244,18 @@ class StreamSession:
             return
         self.durable = max(self.durable, offset)
         self._host.events.progress(self.record, self.durable)
+        if background:
+            self._checkpointing = None
+            self._consider_checkpoint()
 
     async def _settle_background_checkpoint(self) -> None:
-        if self._checkpointing is not None:
-            await self._checkpointing
-            self._checkpointing = None
+        self._settling = True
+        self._cancel_idle_timer()
+        while self._checkpointing is not None:
+            running = self._checkpointing
+            await running
+            if self._checkpointing is running:
+                self._checkpointing = None
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
 
@@ -222,11 +264,14 @@ class StreamSession:
         if self._held is not None and self.written > self.durable:
             raise StorageError("bytes awaiting their verification cannot be made durable")
         await self._settle_background_checkpoint()
-        self._last_checkpoint = time.monotonic()
-        if self.written != self.durable:
-            await self._checkpoint_to(self.written)
-            if self._checkpoint_error is not None:
-                raise self._checkpoint_error
+        try:
+            self._last_checkpoint = time.monotonic()
+            if self.written != self.durable:
+                await self._checkpoint_to(self.written)
+                if self._checkpoint_error is not None:
+                    raise self._checkpoint_error
+        finally:
+            self._settling = False
 
     async def finish(self) -> Completion:
         """The window is in: make it durable, complete the stream if it was the last one."""
@@ -270,6 +315,8 @@ class StreamSession:
     async def release(self) -> None:
         if self._released.is_set():
             return
+        self._settling = True
+        self._cancel_idle_timer()
         try:
             if self._trail is not None:
                 # Caught up before the part is closed: LiveStreams keeps the hash for the
