@@ -34,7 +34,7 @@ def _cut(s: str, idx: int) -> int:
     elements (or members): one followed by the character the element at ``idx`` starts
     with, else any. Whether it does is known only once the piece before it decodes."""
     start = idx + _BATCH
-    cut = s.find("," + s[idx], start, start + _BATCH)
+    cut = s.find("," + s[idx : idx + 1], start, start + _BATCH)
     return s.find(",", start) if cut == -1 else cut
 
 
