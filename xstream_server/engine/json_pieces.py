@@ -1,13 +1,20 @@
-"""Decoding a big JSON document piece by piece, so that a thread doing it lets others run.
+"""Decoding a big JSON document in pieces, so that a thread doing it lets others run.
 
 ``json.loads`` is C code that holds the GIL from the first byte to the last: 16 MiB of
-small objects take about 0.4 s, during which the event loop cannot run even when the
+small objects take about 0.3 s, during which the event loop cannot run even when the
 decoding happens in a thread of its own. :func:`loads_in_pieces` gives the same result
-and the same errors, but decodes a top-level array one element at a time (an object one
-member at a time) with the standard library's scanner. Between two pieces Python bytecode
-runs, so the interpreter hands the GIL to other threads every switch interval (5 ms by
-default). One element is still decoded in one call: a document that is a single huge
-nested value, or a huge string, holds the GIL as long as ``json.loads`` would.
+and the same errors, but decodes a top-level array (or object) in pieces of about 64 KiB,
+each a run of whole elements (members) decoded by ``json.loads``; where a piece cannot be
+cut (a comma inside an element), element by element with the standard library's scanner.
+Between two pieces Python bytecode runs, so the interpreter hands the GIL to other
+threads every switch interval (5 ms by default). One element is still decoded in one
+call: a document that is a single huge nested value, or a huge string, holds the GIL as
+long as ``json.loads`` would. Scalars at the top level go to ``json.loads`` as they are.
+
+Why a piece that decodes is a run of whole elements: the piece is the text from the start
+of an element up to a comma, wrapped in brackets. A comma inside a string would leave that
+string unterminated, one inside a nested value would leave it unclosed; either way the
+piece fails to decode and is redone element by element.
 """
 
 from __future__ import annotations
@@ -142,9 +149,7 @@ def _object(s: str, idx: int) -> tuple[dict[str, Any], int]:
         if s[idx : idx + 1] != '"':
             if members and _object_comma is not None and s[idx : idx + 1] == "}":
                 raise json.JSONDecodeError(_object_comma, s, _comma_before(s, idx))
-            raise json.JSONDecodeError(
-                "Expecting property name enclosed in double quotes", s, idx
-            )
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", s, idx)
         key, idx = scan(s, idx)  # a string: its errors are json's own
         idx = space(s, idx).end()
         if s[idx : idx + 1] != ":":
