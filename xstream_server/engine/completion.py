@@ -46,7 +46,8 @@ def _decoder() -> ThreadPoolExecutor:
     """One thread of its own decodes finished json/text streams, one at a time: decoding
     needs the GIL (json in pieces of ~1 ms, so the event loop gets it in between), so more
     threads would not decode faster, only take more turns from the event loop; and the
-    default pool stays free for storage I/O (fsync, rename, hashing). Waiting streams hold no memory: each reads its file when its turn comes."""
+    default pool stays free for storage I/O (fsync, rename, hashing). Waiting streams hold
+    no memory: each reads its file when its turn comes."""
     global _decoding
     if _decoding is None:
         _decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xstream-decode")
