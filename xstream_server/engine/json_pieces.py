@@ -28,7 +28,8 @@ __all__ = ["loads_in_pieces"]
 
 # JSON's whitespace, and nothing else: it always matches, maybe nothing.
 _space = cast(Callable[[str, int], "re.Match[str]"], re.compile(r"[ \t\n\r]*").match)
-_scan = json.JSONDecoder().scan_once  # a value at an index: (value, end) or StopIteration
+# A value at an index: (value, its end), or StopIteration(index) where none starts.
+_scan = cast(Callable[[str, int], "tuple[Any, int]"], json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
 
 
 _loads = json.loads
@@ -78,6 +79,7 @@ def loads_in_pieces(document: bytes | str) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", s, 0)
     start = _space(s, 0).end()
     opening = s[start : start + 1]
+    value: Any
     if opening == "[":
         value, end = _array(s, start + 1)
     elif opening == "{":
