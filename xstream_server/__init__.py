@@ -15,6 +15,7 @@ from .app import (
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
+from .identity import TokenAuth
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
 
@@ -29,5 +30,6 @@ __all__ = [
     "ServerSettings",
     "Status",
     "StreamOffer",
+    "TokenAuth",
     *_client_all,
 ]
