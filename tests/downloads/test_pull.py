@@ -293,7 +293,7 @@ async def test_pull_over_websocket_resumes_a_tcp_one(server: Server) -> None:
         assert status(await pull(wire, key)) == 0
         head = await wire.receive_raw(MiB)
     async with ws_wire(server, message_size=1000) as ws:
-        await ws.send(pull_headers(key, offset=len(head)))
+        await ws.send({**pull_headers(key, offset=len(head))})
         reply = await ws.receive()
         assert status(reply) == 0
         assert reply.headers["x-stream-offset"] == str(MiB)
