@@ -8,6 +8,8 @@ from .app import (
     App,
     CompletedUpload,
     ConfigurationError,
+    CreateDecision,
+    CreateOffer,
     PullContext,
     Reply,
     RequestContext,
@@ -17,6 +19,7 @@ from .app import (
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
+from .events import EventKind, StreamEvent
 from .identity import TokenAuth
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
@@ -25,14 +28,18 @@ __all__ = [
     "App",
     "CompletedUpload",
     "ConfigurationError",
+    "CreateDecision",
+    "CreateOffer",
     "DataFormat",
     "PullContext",
+    "EventKind",
     "Reply",
     "RequestContext",
     "RouteError",
     "ServerSettings",
     "Status",
     "StreamContent",
+    "StreamEvent",
     "StreamOffer",
     "TokenAuth",
     *_client_all,
