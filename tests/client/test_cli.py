@@ -163,13 +163,37 @@ async def test_interrupted_upload_resumes_when_run_again(
 
 
 async def test_request_command(server: Server, cli: Cli) -> None:
-    echo = await cli.run("request", "/echo", "--json", '{"a": [1, 2]}', "-s", address(server))
+    echo = await cli.run(
+        "request", "/echo", "--payload-json", '{"a": [1, 2]}', "-s", address(server)
+    )
     assert echo.code == 0, echo.stderr
     assert json.loads(echo.stdout) == {"a": [1, 2]}
-    whole = await cli.run("--json", "request", "/echo", "--json", "[3]", "-s", address(server))
-    assert whole.code == 0
-    assert whole.events[0]["status"] == 0
-    assert whole.events[0]["payload"] == [3]
+    # --json is the output mode, before the command as after it, as for every command.
+    for args in (("--json", "request", "/echo"), ("request", "/echo", "--json")):
+        whole = await cli.run(*args, "--payload-json", "[3]", "-s", address(server))
+        assert whole.code == 0, whole.stderr
+        assert whole.events[0]["status"] == 0
+        assert whole.events[0]["payload"] == [3]
+    text = await cli.run("request", "/echo", "--payload-text", "hi", "-s", address(server))
+    assert text.code == 1  # sent as text, which /echo refuses
+    assert "error 400: /echo takes data-format: json" in text.stderr
+
+
+async def test_request_json_payload_spelling_of_earlier_versions_is_a_usage_error(
+    server: Server, cli: Cli
+) -> None:
+    old = await cli.run("request", "/echo", "--json", '{"a": 1}', "-s", address(server))
+    assert old.code == 2
+    assert "--payload-json" in old.stderr
+    assert old.stdout == ""
+    both = await cli.run(
+        "request", "/echo", "--payload-json", "1", "--payload-text", "x", "-s", address(server)
+    )
+    assert both.code == 2
+    assert "at most one" in both.stderr
+    stray = await cli.run("request", "/echo", "extra", "-s", address(server))
+    assert stray.code == 2
+    assert "'extra'" in stray.stderr
 
 
 def free_port() -> int:
@@ -187,7 +211,7 @@ async def test_exit_codes(server: Server, cli: Cli, random_file: RandomFile) -> 
     refused = await cli.run("upload", str(path), "--route", "/echo", "-s", address(server))
     assert refused.code == 1
     assert "405" in refused.stderr
-    usage = await cli.run("request", "/echo", "--json", "{not json")
+    usage = await cli.run("request", "/echo", "--payload-json", "{not json")
     assert usage.code == 2
     no_file = await cli.run("upload", str(path) + ".missing")
     assert no_file.code == 2
@@ -251,8 +275,9 @@ async def test_an_expired_saved_key_starts_over(
 
     done = await cli.run("--json", "upload", str(path), "-s", address(server))
     assert done.code == 0, done.stderr
-    resumed, fresh, final = done.events
+    resumed, restart, fresh, final = done.events
     assert resumed == {"event": "key", "key": stale, "resumed": True}
+    assert (restart["event"], restart["key"], restart["status"]) == ("restart", stale, 410)
     assert fresh["key"] != stale and fresh["resumed"] is False
     assert (final["key"], final["sha256"], final["resumed_from"]) == (fresh["key"], digest, 0)
     assert store.entries() == []

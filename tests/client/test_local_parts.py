@@ -20,8 +20,17 @@ def test_resume_store_matches_server_route_and_file(tmp_path: Path) -> None:
     store.save(store.new_entry("K1", "127.0.0.1:7070", "/upload-file", identity))
 
     assert store.find("127.0.0.1:7070", "/upload-file", identity) == store.by_key("K1")
-    assert store.find("127.0.0.1:7071", "/upload-file", identity) is None
     assert store.find("127.0.0.1:7070", "/other", identity) is None
+    assert store.find("10.0.0.1:7070", "/upload-file", identity) is None
+    # The same host at another port (the server's uTP port, say) finds the stream too...
+    assert store.find("127.0.0.1:7071", "/upload-file", identity) == store.by_key("K1")
+    # ...unless that address has an entry of its own.
+    store.save(store.new_entry("K0", "127.0.0.1:7071", "/upload-file", identity, "utp"))
+    assert store.find("127.0.0.1:7071", "/upload-file", identity) == store.by_key("K0")
+    assert store.find("127.0.0.1:7070", "/upload-file", identity) == store.by_key("K1")
+    saved = store.by_key("K0")
+    assert saved is not None and saved.transport == "utp"
+    store.remove("K0")
 
     # The file changed: its identity no longer matches, and a new entry replaces the old.
     file.write_bytes(b"second version")

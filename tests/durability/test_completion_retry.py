@@ -28,7 +28,7 @@ from tests.durability.support import (
     status,
     until,
 )
-from xstream_server import App, CompletedUpload, RouteError, Status
+from xstream_server import App, CompletedUpload, RouteError, Status, client
 from xstream_server.app import StreamRoute
 from xstream_server.state.redis import expiry_index_key
 
@@ -291,3 +291,33 @@ def test_completion_attempts_must_allow_one_run() -> None:
         App().stream("/never", completion_attempts=0)
     with pytest.raises(ValueError, match="completion_attempts"):
         StreamRoute("/never", Flaky(0), completion_attempts=0)
+
+
+async def test_stream_status_says_completing_while_the_handler_has_runs_left(
+    make_server: ServerFactory, connect: Connect
+) -> None:
+    data = os.urandom(30_000)
+    handler = Flaky(failures=100)
+    async with asyncio.timeout(30), make_server(app=flaky_app(handler, attempts=2)) as server:
+        link = await connect(server.port)
+
+        async def stream_status(key: str) -> dict[str, Any]:
+            async with client.connect(f"127.0.0.1:{server.port}") as conn:
+                reply = await conn.request("/stream-status", json={"key": key})
+            info: dict[str, Any] = reply.content
+            return info
+
+        key, code, _ = await upload(link, data)
+        assert code == 503
+        info = await stream_status(key)
+        # Every byte stored, the handler not succeeded: neither "active" nor "complete".
+        assert info["state"] == "completing"
+        assert info["offset"] == info["total"] == len(data)
+        assert (info["attempts"], info["attempts_left"]) == (1, 1)
+        assert info["expires"] is not None
+
+        code, _, _ = await resume(link, data, key)
+        assert code == 500  # the last run failed too: the 500 is final
+        info = await stream_status(key)
+        assert (info["state"], info["expires"]) == ("complete", None)
+        assert "attempts" not in info

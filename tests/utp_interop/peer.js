@@ -6,11 +6,25 @@
 //                                       about SIZE bytes, print what came back
 //   node peer.js pair SIZE              move SIZE bytes between two libutp sockets in this
 //                                       process, print the seconds and CPU seconds it took
+//   node peer.js sink                   listen, print {"port": N}; for every connection that
+//                                       ends, print the bytes, seconds and CPU seconds of this
+//                                       process from its first byte to its end; until stdin closes
+//   node peer.js send PORT SIZE         send SIZE bytes to a sink, end, print the same figures
 const crypto = require('crypto')
 const utp = require('utp-native')
 
 const [mode, portArg, sizeArg] = process.argv.slice(2)
-setTimeout(() => { console.error('peer.js: timed out'); process.exit(2) }, 120000).unref()
+if (mode !== 'sink') {
+  setTimeout(() => { console.error('peer.js: timed out'); process.exit(2) }, 120000).unref()
+}
+
+function since (started, cpu) {
+  const used = process.cpuUsage(cpu)
+  return {
+    seconds: Number(process.hrtime.bigint() - started) / 1e9,
+    cpu_seconds: (used.user + used.system) / 1e6
+  }
+}
 
 if (mode === 'echo-server') {
   let received = 0
@@ -79,7 +93,49 @@ if (mode === 'echo-server') {
     }
     pump()
   })
+} else if (mode === 'sink') {
+  const server = utp.createServer((socket) => {
+    let received = 0
+    let started = null
+    let cpu = null
+    socket.on('data', (data) => {
+      if (started === null) { started = process.hrtime.bigint(); cpu = process.cpuUsage() }
+      received += data.length
+    })
+    socket.on('error', (err) => console.error('peer.js:', err.message))
+    socket.on('end', () => {
+      console.log(JSON.stringify({ received, ...since(started, cpu) }))
+      socket.end()
+    })
+  })
+  server.listen(0, '127.0.0.1', () => {
+    console.log(JSON.stringify({ port: server.address().port }))
+  })
+  process.stdin.on('end', () => process.exit(0))
+  process.stdin.resume()
+} else if (mode === 'send') {
+  const size = Number(sizeArg)
+  const block = crypto.randomBytes(1 << 20)
+  const started = process.hrtime.bigint()
+  const cpu = process.cpuUsage()
+  const socket = utp.connect(Number(portArg), '127.0.0.1')
+  socket.on('error', (err) => { console.error('peer.js:', err.message); process.exit(1) })
+  let sent = 0
+  const pump = () => {
+    while (sent < size) {
+      const chunk = block.subarray(0, Math.min(block.length, size - sent))
+      sent += chunk.length
+      if (!socket.write(chunk)) { socket.once('drain', pump); return }
+    }
+    socket.end()
+  }
+  socket.on('close', () => {
+    console.log(JSON.stringify({ sent, ...since(started, cpu) }))
+    process.exit(0)
+  })
+  socket.resume()
+  pump()
 } else {
-  console.error('usage: node peer.js echo-server | echo-request PORT SIZE | pair SIZE')
+  console.error('usage: node peer.js echo-server | echo-request PORT SIZE | pair SIZE | sink | send PORT SIZE')
   process.exit(64)
 }

@@ -3,13 +3,15 @@ an earlier run stopped; ``xstream token`` issues bearer tokens on the server's m
 
 Human output goes to stderr (progress bar, notes) and stdout (the key, the result); with
 ``--json`` stdout carries one JSON object per line instead (``event``: ``key``, ``retry``,
-``done``, ``interrupted``, ``error``; ``status`` and ``request`` print one object).
+``restart`` (a saved key the server refused: a new upload begins), ``done``,
+``interrupted``, ``error``; ``status`` and ``request`` print one object).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import signal
 import sys
@@ -164,6 +166,15 @@ _TRANSPORTS = click.Choice(["tcp", "utp"])
 def _set_transport(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
         ctx.ensure_object(dict)["transport"] = value
+        ctx.obj["transport_given"] = True
+
+
+def _transport_given(ctx: click.Context) -> bool:
+    """Whether --transport (or XSTREAM_TRANSPORT) was given, before or after the command."""
+    group = ctx.parent
+    source = group.get_parameter_source("transport") if group is not None else None
+    given = source is not None and source is not click.core.ParameterSource.DEFAULT
+    return given or bool(ctx.obj.get("transport_given"))
 
 
 # After a command as before it: ``xstream upload big.iso --transport utp``.
@@ -248,6 +259,13 @@ def main(
     help="extra metadata header for the route (repeatable)",
 )
 @click.option("--fresh", is_flag=True, help="ignore a saved key; start a new stream")
+@click.option(
+    "--key",
+    "-k",
+    metavar="KEY",
+    help="resume the stream KEY (as printed by an earlier run, on any transport or address "
+    "of the same server) instead of looking up a saved key",
+)
 @click.option("--retries", default=8, show_default=True, help="reconnects without progress")
 @click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
 @click.option(
@@ -269,6 +287,7 @@ def upload(
     name: str | None,
     headers: tuple[str, ...],
     fresh: bool,
+    key: str | None,
     retries: int,
     retry_delay: float,
     buffer_size: int,
@@ -279,8 +298,13 @@ def upload(
     """Upload FILE; prints the key as soon as it is granted, then the result.
 
     Ctrl-C, a dropped network or a killed process leave the upload resumable: run the
-    same command again and it continues from the server's durable offset.
+    same command again and it continues from the server's durable offset. The saved key is
+    found for the same host on another port too, so a stream begun with --transport utp
+    resumes over TCP and the other way round; --key KEY names the stream outright. A key
+    the server does not know (expired, or another server) starts a new upload, with a note.
     """
+    if fresh and key is not None:
+        raise click.UsageError("give --fresh or --key, not both")
     out = _output(ctx, quiet, json_mode)
     address = _resolve_server(ctx, server)
     metadata = _parse_headers(headers)
@@ -296,6 +320,7 @@ def upload(
         checksum,
         ctx.obj["authorization"],
         ctx.obj["transport"],
+        key,
     )
     _run(lambda: _upload(file, options, out, ResumeStore()))
 
@@ -311,6 +336,7 @@ class _UploadOptions:
     announce_checksum: bool
     authorization: str | None
     transport: Transport = "tcp"
+    key: str | None = None
 
 
 def _parse_headers(items: tuple[str, ...]) -> dict[str, str | int]:
@@ -325,17 +351,55 @@ def _parse_headers(items: tuple[str, ...]) -> dict[str, str | int]:
 
 async def _upload(file: Path, options: _UploadOptions, out: Output, store: ResumeStore) -> int:
     identity = FileIdentity.of(file)
-    saved = None if options.fresh else store.find(options.server, options.route, identity)
+    saved = _saved_upload(identity, options, out, store)
     while True:
         try:
             return await _upload_once(file, identity, saved, options, out, store)
         except (StreamGoneError, StreamConflictError) as exc:
             if saved is None:
                 raise
-            # The saved key expired or no longer fits: forget it and start over, once.
-            store.remove(saved.key)
-            out.note(f"saved key {saved.key} refused ({exc.status} {exc.message}); starting over")
+            # The key expired, belongs to another server, or no longer fits: start over,
+            # once. An entry saved for another address may still be good there: kept.
+            if saved.server == options.server or options.key is not None:
+                store.remove(saved.key)
+            where = "" if saved.server == options.server else f" (saved for {saved.server})"
+            out.note(
+                f"xstream: {options.server} does not resume key {saved.key}{where}: "
+                f"{exc.status} {exc.message}; starting a new upload"
+            )
+            out.event("restart", key=saved.key, status=exc.status, message=exc.message)
             saved = None
+
+
+def _saved_upload(
+    identity: FileIdentity, options: _UploadOptions, out: Output, store: ResumeStore
+) -> SavedUpload | None:
+    """The stream to resume: ``--key``, else the key saved for this file and route on this
+    address, else on another address of the same host (another transport)."""
+    if options.key is not None:
+        entry = store.by_key(options.key)
+        if entry is not None and (entry.file.path, entry.file.size) != (
+            identity.path,
+            identity.size,
+        ):
+            out.fail(
+                EXIT_USAGE,
+                f"key {options.key} was saved for {entry.file.path} ({entry.file.size} "
+                f"bytes), not {identity.path} ({identity.size} bytes)",
+                key=options.key,
+            )
+        return entry or store.new_entry(
+            options.key, options.server, options.route, identity, options.transport
+        )
+    if options.fresh:
+        return None
+    saved = store.find(options.server, options.route, identity)
+    if saved is not None and saved.server != options.server:
+        out.note(
+            f"resuming key {saved.key}, begun on {saved.server} over {saved.transport}, "
+            f"on {options.server} over {options.transport}"
+        )
+    return saved
 
 
 async def _upload_once(
@@ -349,7 +413,7 @@ async def _upload_once(
     bar = _ProgressBar(identity.size, disabled=out.quiet or out.json_mode)
 
     def on_key(key: str) -> None:
-        store.save(store.new_entry(key, options.server, options.route, identity))
+        store.save(store.new_entry(key, options.server, options.route, identity, options.transport))
         _announce_key(key, resumed=False)
 
     def _announce_key(key: str, *, resumed: bool) -> None:
@@ -429,17 +493,10 @@ def _interrupted(
     progress = uploader.progress
     key = uploader.key
     if key is not None:
-        entry = store.by_key(key) or store.new_entry(key, options.server, options.route, identity)
-        store.save(
-            SavedUpload(
-                entry.key,
-                entry.server,
-                entry.route,
-                entry.file,
-                entry.created,
-                progress.acknowledged,
-            )
+        entry = store.by_key(key) or store.new_entry(
+            key, options.server, options.route, identity, options.transport
         )
+        store.save(dataclasses.replace(entry, acknowledged=progress.acknowledged))
     name = signal.Signals(signum).name
     click.echo(
         f"xstream: {name}: stopped at {progress.acknowledged} of {progress.total} bytes "
@@ -540,10 +597,14 @@ def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, qu
     out = _output(ctx, quiet, json_mode)
     store = ResumeStore()
     saved = store.by_key(key)
+    transport = ctx.obj["transport"]
     if server is None and saved is not None:
+        # Where the stream was begun, over what it was begun.
         server = saved.server
+        if not _transport_given(ctx) and saved.transport in ("tcp", "utp"):
+            transport = saved.transport
     address = _resolve_server(ctx, server)
-    _run(lambda: _status(key, address, saved, out, ctx.obj["authorization"], ctx.obj["transport"]))
+    _run(lambda: _status(key, address, saved, out, ctx.obj["authorization"], transport))
 
 
 async def _status(
@@ -605,13 +666,23 @@ def _print_saved(saved: SavedUpload, out: Output) -> None:
 # -- request -------------------------------------------------------------------------------
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+_OLD_JSON_PAYLOAD: Final = (
+    "--json asks for JSON output, as in every command; send a JSON payload with "
+    "--payload-json, e.g. xstream request ROUTE --payload-json '{\"a\": 1}'"
+)
+
+
+@main.command(
+    epilog=EXIT_CODES_HELP,
+    context_settings={"allow_extra_args": True},
+)
 @click.argument("route")
 @_server_option
 @_transport_option
-@click.option("--json", "json_payload", metavar="JSON", help="send this JSON value")
-@click.option("--text", "text_payload", metavar="TEXT", help="send this text")
+@click.option("--payload-json", "json_payload", metavar="JSON", help="send this JSON value")
+@click.option("--payload-text", "--text", "text_payload", metavar="TEXT", help="send this text")
 @click.option(
+    "--payload-file",
     "--data",
     "data_file",
     type=click.File("rb"),
@@ -620,6 +691,12 @@ def _print_saved(saved: SavedUpload, out: Output) -> None:
 )
 @click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE")
 @click.option("--id", "request_id", help="request id, echoed by the server")
+@click.option(
+    "--json",
+    "json_mode",
+    is_flag=True,
+    help="the whole reply (status, headers, payload) as JSON on stdout",
+)
 @_quiet_option
 @click.pass_context
 def request(
@@ -631,22 +708,28 @@ def request(
     data_file: BinaryIO | None,
     headers: tuple[str, ...],
     request_id: str | None,
+    json_mode: bool,
     quiet: bool,
 ) -> None:
     """Send one ordinary request to ROUTE and print the reply's payload.
 
-    For the whole reply as JSON (status, headers, payload) use `xstream --json request`.
+    The payload is --payload-json, --payload-text or --payload-file (at most one); --json
+    prints the whole reply (status, headers, payload) as JSON, as `xstream --json request`.
     """
-    out = _output(ctx, quiet, False)
+    if ctx.args:
+        if json_mode:  # the spelling of earlier versions: --json '<payload>'
+            raise click.UsageError(_OLD_JSON_PAYLOAD)
+        raise click.UsageError(f"unexpected argument {ctx.args[0]!r}")
+    out = _output(ctx, quiet, json_mode)
     given = [p for p in (json_payload, text_payload, data_file) if p is not None]
     if len(given) > 1:
-        raise click.UsageError("give at most one of --json, --text, --data")
+        raise click.UsageError("give at most one of --payload-json, --payload-text, --payload-file")
     body: dict[str, Any] = {}
     if json_payload is not None:
         try:
             body["json"] = json.loads(json_payload)
         except ValueError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from None
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload-json") from None
     elif text_payload is not None:
         body["text"] = text_payload
     elif data_file is not None:

@@ -1,8 +1,16 @@
 """A small local record of unfinished uploads, so a command run again resumes its stream.
 
-An entry ties a server-granted key to (server, route, file identity). The identity is the
-file's real path, size, modification time and inode: if any of them changed, the stored
-prefix may no longer match the file and the upload starts over under a new key.
+An entry ties a server-granted key to (server, route, file identity), and notes the
+transport it was begun on. The identity is the file's real path, size, modification time
+and inode: if any of them changed, the stored prefix may no longer match the file and the
+upload starts over under a new key.
+
+A stream belongs to the server, not to the transport or port that carried it: the same
+server reached over TCP on one port and over uTP on another holds the same streams. So
+``find`` returns the entry saved for this exact address first, and else one saved for the
+same host on another port (another transport of the same server, most likely). A key the
+server does not know (another server on that host, or the stream expired) is refused with
+410, and the caller starts over.
 
 The record is one JSON file, rewritten atomically (temporary file, fsync, rename) under an
 advisory lock, so concurrent commands and a killed process never leave it half-written.
@@ -23,7 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["FileIdentity", "ResumeStore", "SavedUpload", "default_state_dir"]
+from .connection import parse_address
+
+__all__ = ["FileIdentity", "ResumeStore", "SavedUpload", "default_state_dir", "host_of"]
 
 _FILE_NAME: Final = "uploads.json"
 _VERSION: Final = 1
@@ -36,6 +46,14 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "xstream"
+
+
+def host_of(server: str) -> str:
+    """The host of a ``HOST:PORT`` address (``[v6]:PORT`` too), lower-cased."""
+    try:
+        return parse_address(server)[0].lower()
+    except ValueError:
+        return server.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +79,7 @@ class SavedUpload:
     file: FileIdentity
     created: float
     acknowledged: int = 0
+    transport: str = "tcp"  # what the stream was begun over (entries before it: tcp)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +93,12 @@ class SavedUpload:
             file=FileIdentity(**data["file"]),
             created=float(data["created"]),
             acknowledged=int(data.get("acknowledged", 0)),
+            transport=str(data.get("transport", "tcp")),
         )
+
+    @property
+    def host(self) -> str:
+        return host_of(self.server)
 
 
 class ResumeStore:
@@ -83,10 +107,15 @@ class ResumeStore:
         self.path = self.directory / _FILE_NAME
 
     def find(self, server: str, route: str, file: FileIdentity) -> SavedUpload | None:
-        for entry in self._load():
-            if (entry.server, entry.route, entry.file) == (server, route, file):
-                return entry
-        return None
+        """The entry for this file and route on ``server``; else the newest one on the same
+        host at another address (the same server over another transport)."""
+        same_file = [e for e in self._load() if (e.route, e.file) == (route, file)]
+        exact = [e for e in same_file if e.server == server]
+        if exact:
+            return exact[-1]
+        host = host_of(server)
+        others = sorted((e for e in same_file if e.host == host), key=lambda e: e.created)
+        return others[-1] if others else None
 
     def by_key(self, key: str) -> SavedUpload | None:
         return next((entry for entry in self._load() if entry.key == key), None)
@@ -114,8 +143,10 @@ class ResumeStore:
                 self._store(kept)
 
     @staticmethod
-    def new_entry(key: str, server: str, route: str, file: FileIdentity) -> SavedUpload:
-        return SavedUpload(key, server, route, file, time.time())
+    def new_entry(
+        key: str, server: str, route: str, file: FileIdentity, transport: str = "tcp"
+    ) -> SavedUpload:
+        return SavedUpload(key, server, route, file, time.time(), transport=transport)
 
     def _load(self) -> list[SavedUpload]:
         try:

@@ -74,12 +74,25 @@ class RequestDispatcher:
         found = await self._status(key, request.authorization)
         if isinstance(found, Refused):
             return Response(found.status, message=found.message)
-        info = {
+        info: dict[str, object] = {
             "key": found.key,
             "route": found.route,
             "total": found.total,
             "offset": found.offset,
-            "state": "complete" if found.complete else "active",
+            "state": _state_of(found),
             "expires": None if found.expires is None else round(found.expires, 3),
         }
+        if found.completing:
+            route = self.app.routes.get(found.route)
+            allowed = route.completion_attempts if isinstance(route, StreamRoute) else 1
+            info["attempts"] = found.attempts
+            info["attempts_left"] = max(0, allowed - found.attempts)
         return Response(Status.OK, json.dumps(info).encode(), DataFormat.JSON)
+
+
+def _state_of(found: StreamStatus) -> str:
+    """``active`` while bytes are missing; ``completing`` when all are stored but the
+    completion handler has not succeeded yet; ``complete`` once the result is recorded."""
+    if found.complete:
+        return "complete"
+    return "completing" if found.completing else "active"

@@ -522,4 +522,6 @@ def _status_of(record: StreamRecord) -> StreamStatus:
         record.length_deferred,
         record.partial,
         record.concat,
+        record.state is StreamState.FINALIZED,
+        record.attempts,
     )

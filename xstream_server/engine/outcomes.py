@@ -80,6 +80,10 @@ class StreamStatus:
     length_deferred: bool = False  # ``total`` is then the most it may hold
     partial: bool = False  # a part of a tus concatenation
     concat: tuple[str, ...] | None = None  # the partial keys a final stream is made of
+    # Every byte stored and finalized, the completion handler not succeeded yet (it runs
+    # again on the next resume); ``attempts`` counts its runs begun so far.
+    completing: bool = False
+    attempts: int = 0
 
 
 def completion_of(key: str, result: StoredResult) -> Completion:

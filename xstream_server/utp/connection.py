@@ -237,9 +237,12 @@ class UtpConnection:
     @property
     def deadline(self) -> float | None:
         """When ``on_timer`` must next be called (None: no timer)."""
-        candidates = (self._timeout_deadline, self._close_deadline, self._handshake_deadline)
-        deadlines = [d for d in candidates if d is not None]
-        return min(deadlines) if deadlines else None
+        # Asked after every datagram: plain comparisons, no lists.
+        deadline = self._timeout_deadline
+        for other in (self._close_deadline, self._handshake_deadline):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        return deadline
 
     @property
     def queuing_delay(self) -> float:
@@ -283,7 +286,7 @@ class UtpConnection:
 
     # ---- input -----------------------------------------------------------------------------
     def receive(self, packet: Packet, now: float) -> None:
-        if self.finished:
+        if self.state is ConnectionState.CLOSED or self.state is ConnectionState.RESET:
             return
         if packet.type is PacketType.RESET:
             if self._only_fin_unacked():
@@ -464,6 +467,15 @@ class UtpConnection:
             self._reply_micro = (_micros(now) - packet.timestamp) & _U32
 
     def _handle_ack(self, packet: Packet, now: float) -> None:
+        if not self._in_flight:
+            # Nothing of ours to acknowledge (the receiving side of an upload, every
+            # datagram): only the last ack seen and a FIN's end matter.
+            self._last_ack_seen = packet.ack_nr
+            if self.state is ConnectionState.FIN_SENT:
+                self.fin_acked = True
+                if self.eof:
+                    self._end(ConnectionState.CLOSED, None)
+            return
         acked: list[_Outgoing] = []
         if self._acks(packet.ack_nr):
             while self._in_flight:
@@ -477,8 +489,9 @@ class UtpConnection:
                     acked.append(self._in_flight.pop(seq))
         # The latest send among the packets acked now: a resent packet older than that is
         # lost again (it would otherwise wait for a timeout).
-        newest = max((outgoing.sent_at for outgoing in acked), default=-1.0)
+        newest = -1.0
         if acked:
+            newest = max(outgoing.sent_at for outgoing in acked)
             self._on_acked(acked, packet, now)
         # Loss detection: three duplicate acks, or three packets past the hole SACKed.
         duplicate = packet.type is PacketType.STATE and packet.ack_nr == self._last_ack_seen

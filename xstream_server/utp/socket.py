@@ -312,7 +312,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         except PacketError:
             self.junk += 1
             return
-        peer = (addr[0], addr[1])
+        peer = addr if len(addr) == 2 else (addr[0], addr[1])
         stream = self.streams.get((peer, packet.connection_id))
         if stream is None and packet.type is PacketType.SYN and self._on_accept is not None:
             stream = self.streams.get((peer, (packet.connection_id + 1) & SEQ_MASK))
@@ -329,12 +329,20 @@ class UtpEndpoint(asyncio.DatagramProtocol):
                 reset = Packet(PacketType.RESET, packet.connection_id, 0, packet.seq_nr)
                 self.send([reset.encode()], peer)
             return
-        stream.connection.receive(packet, self.loop.time())
-        if stream.connection.unacked_arrivals >= _ACK_EVERY:
-            stream.service()  # an ack now, within a burst, besides the one at its end
         connection = stream.connection
-        accepted = not stream.outgoing and connection.established and connection.is_open
-        if accepted and not stream.connected.done() and self._on_accept is not None:
+        connection.receive(packet, self.loop.time())
+        if connection.unacked_arrivals >= _ACK_EVERY:
+            stream.service()  # an ack now, within a burst, besides the one at its end
+        # An accepted connection is handed over once the peer has spoken again (the first
+        # test is the cheap one that is false for every datagram after that).
+        if (
+            not stream.protocol_ready
+            and not stream.outgoing
+            and self._on_accept is not None
+            and connection.established
+            and connection.is_open
+            and not stream.connected.done()
+        ):
             stream.connected.set_result(None)
             self._on_accept(stream)
         self.touch(stream)
