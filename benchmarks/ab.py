@@ -237,7 +237,12 @@ def check_imports(tree: Tree, work: Path) -> None:
 
 
 def start_server(
-    tree: Tree, work: Path, redis_url: str, db: int, env: dict[str, str] | None = None
+    tree: Tree,
+    work: Path,
+    redis_url: str,
+    db: int,
+    env: dict[str, str] | None = None,
+    fsync: bool = True,
 ) -> Server:
     check_imports(tree, work)
     port = free_port()
@@ -257,7 +262,7 @@ def start_server(
             str(data_dir),
             "--redis-url",
             f"{redis_url}/{db}",
-            "--fsync",
+            "--fsync" if fsync else "--no-fsync",
         ],
         work / f"xstream-{tree.label}.log",
         "listening on",
@@ -473,7 +478,8 @@ def markdown(document: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     lines += [
         "",
         f"{document['rounds']} rounds, order alternating (before first in odd rounds);"
-        f" fsync on, each tree's defaults otherwise; {machine['cpus']} CPUs"
+        f" fsync {'off' if document.get('no_fsync') else 'on'}, each tree's defaults otherwise;"
+        f" {machine['cpus']} CPUs"
         f" ({machine['cpu_model']}), Python {machine['python']}.",
         "Cells: median (min–max) over the rounds; the ratio is of the medians.",
         "",
@@ -497,6 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes.add_argument("--smoke", action="store_true", help="tiny uploads: checks the script")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
+    parser.add_argument("--no-fsync", action="store_true", help="both servers with --no-fsync")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -518,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         redis, redis_url = start_redis(work)
         for db, tree in enumerate(trees):
-            servers.append(start_server(tree, work, redis_url, db))
+            servers.append(start_server(tree, work, redis_url, db, fsync=not args.no_fsync))
         for server in servers:
             warm_up(server, plan)
         measurements = execute(servers, plan, args.rounds)
@@ -550,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine_facts(),
         "plan": asdict(plan),
         "rounds": args.rounds,
+        "no_fsync": args.no_fsync,
         "trees": {tree.label: asdict(tree) | {"path": str(tree.path)} for tree in trees},
         "notes": notes,
         "measurements": measurements,

@@ -14,7 +14,11 @@ Sub-commands (each prints exactly one JSON object on stdout, progress goes to st
                                         C clients each keeping D pipelined /echo requests
 
 ``--target xstream`` speaks PROTOCOL-v1 (negotiate, raw bytes, completion packet);
-``--target baseline`` speaks the baseline's 8-byte handshake (see ``baseline_server``).
+``--target baseline`` speaks the baseline's 8-byte handshake (see ``baseline_server``);
+``--target tus`` is a tus 1.0 client (one creation POST to ``--path``, then PATCHes of
+``--chunk`` bytes, the whole upload by default, on the same keep-alive connection) and
+``--target put`` sends one HTTP ``PUT`` to ``--path``/name (nginx WebDAV). Both speak
+HTTP/1.1 over plain asyncio streams, so that the client costs no more than the others.
 Every loop is bounded by a count and by ``--timeout`` seconds.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -31,6 +36,7 @@ import statistics
 import struct
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, cast
@@ -210,6 +216,102 @@ async def baseline_upload(
         await close(writer)
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """One HTTP/1.1 response: (status, lower-case headers); its body is read and dropped."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {}
+    for line in head[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif (length := int(headers.get("content-length", "0"))) > 0:
+        await reader.readexactly(length)
+    return status, headers
+
+
+def request_head(method: str, path: str, host: str, headers: dict[str, str | int]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def tus_upload(
+    host: str, port: int, gate: asyncio.Semaphore, size: int, path: str, chunk: int, name: str
+) -> UploadOutcome:
+    """tus 1.0: creation, then PATCHes of ``chunk`` bytes (0: the whole upload in one)."""
+    started = time.perf_counter()
+    reader, writer = await open_connection(host, port, gate)
+    try:
+        metadata = "filename " + base64.b64encode(name.encode()).decode()
+        writer.write(
+            request_head(
+                "POST",
+                path,
+                host,
+                {
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Length": size,
+                    "Upload-Metadata": metadata,
+                    "Content-Length": 0,
+                },
+            )
+        )
+        status, headers = await read_response(reader)
+        if status != 201 or "location" not in headers:
+            raise BenchError(f"creation answered {status} {headers}")
+        location = urllib.parse.urlsplit(headers["location"]).path
+        offset, rounds = 0, 0
+        while offset < size:
+            count = min(chunk or size, size - offset)
+            writer.write(
+                request_head(
+                    "PATCH",
+                    location,
+                    host,
+                    {
+                        "Tus-Resumable": "1.0.0",
+                        "Content-Type": "application/offset+octet-stream",
+                        "Upload-Offset": offset,
+                        "Content-Length": count,
+                    },
+                )
+            )
+            await send_pattern(writer, offset, count)
+            status, headers = await read_response(reader)
+            if status != 204 or int(headers.get("upload-offset", -1)) != offset + count:
+                raise BenchError(f"PATCH at {offset} answered {status} {headers}")
+            offset += count
+            rounds += 1
+        return UploadOutcome(time.perf_counter() - started, True, "", 0, rounds)
+    finally:
+        await close(writer)
+
+
+async def put_upload(
+    host: str, port: int, gate: asyncio.Semaphore, size: int, path: str, name: str
+) -> UploadOutcome:
+    """One HTTP PUT of the whole upload (nginx WebDAV)."""
+    started = time.perf_counter()
+    reader, writer = await open_connection(host, port, gate)
+    try:
+        target = f"{path.rstrip('/')}/{name}"
+        writer.write(request_head("PUT", target, host, {"Content-Length": size}))
+        await send_pattern(writer, 0, size)
+        status, headers = await read_response(reader)
+        if status not in (201, 204):
+            raise BenchError(f"PUT answered {status} {headers}")
+        return UploadOutcome(time.perf_counter() - started, True, "", 0, 1)
+    finally:
+        await close(writer)
+
+
 async def guarded(work: Awaitable[UploadOutcome], started: float) -> UploadOutcome:
     """The outcome of one upload; a failure is recorded, not raised."""
     try:
@@ -229,9 +331,13 @@ async def run_uploads(args: argparse.Namespace) -> Collected:
     outcomes: list[UploadOutcome] = []
 
     def one(index: int) -> Awaitable[UploadOutcome]:
+        name = f"bench-{size}-{index}.bin"
         if args.target == "xstream":
-            name = f"bench-{size}-{index}.bin"
             return xstream_upload(args.host, args.port, gate, size, args.buffer, name, sha)
+        if args.target == "tus":
+            return tus_upload(args.host, args.port, gate, size, args.path, args.chunk, name)
+        if args.target == "put":
+            return put_upload(args.host, args.port, gate, size, args.path, name)
         return baseline_upload(args.host, args.port, gate, size)
 
     async def worker() -> None:
@@ -520,7 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="xstream benchmark load generator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--target", choices=["xstream", "baseline"], default="xstream")
+    parser.add_argument(
+        "--target", choices=["xstream", "baseline", "tus", "put"], default="xstream"
+    )
+    parser.add_argument("--path", default="/files", help="tus endpoint or PUT folder")
+    parser.add_argument("--chunk", type=int, default=0, help="tus PATCH size; 0: whole upload")
     parser.add_argument("--timeout", type=float, default=600.0, help="hard limit, seconds")
     parser.add_argument("--buffer", type=int, default=256 * 1024, help="x-stream buffer B")
     commands = parser.add_subparsers(dest="scenario", required=True)

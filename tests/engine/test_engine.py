@@ -23,6 +23,7 @@ from xstream_server.engine import (
     StreamEngine,
     StreamStatus,
 )
+from xstream_server.engine.hashing import BATCH
 from xstream_server.protocol import DataFormat, Status, StreamRequest
 from xstream_server.settings import ServerSettings
 from xstream_server.state import RedisStateStore
@@ -475,3 +476,34 @@ async def test_a_checksum_given_after_the_bytes(
         found = await engine.status(created.key)
         assert isinstance(found, StreamStatus)
         assert found.offset == (len(sent) if status == Status.OK else 0)
+
+
+@pytest.mark.parametrize("inline_writes", [True, False], ids=["inline", "pooled"])
+async def test_sha256_trailing_the_writer_covers_every_window(
+    make_engine: EngineFactory, inline_writes: bool
+) -> None:
+    """Windows of several hashing batches (the sha256 trails the writer in its own thread):
+    a plain part, a checked part that is refused, a checked part that matches, and a last
+    plain part; the completion's sha256 is the one of every byte, in order."""
+    MiB = 1024 * KiB
+    engine = make_engine(make_app([]), inline_writes=inline_writes, checkpoint_bytes=MiB)
+    data = os.urandom(3 * BATCH + 5 * MiB + 7)
+    created = await engine.create_stream(request(len(data)), "client")
+    assert isinstance(created, StreamStatus)
+    key = created.key
+    first, second = BATCH + 3 * MiB, 2 * BATCH + 4 * MiB
+    plain = await append(engine, key, len(data), 0, data[:first])
+    assert isinstance(plain, Completion)
+    assert (plain.status, plain.missing) == (Status.OK, len(data) - first)
+    part = data[first:second]
+    refused = await _checked_append(engine, key, len(data), first, part, b"\0" * 20)
+    assert refused is not None and refused.status == Status.CHECKSUM_MISMATCH
+    checked = hashlib.sha1(part).digest()
+    matched = await _checked_append(engine, key, len(data), first, part, checked)
+    assert matched is not None
+    assert (matched.status, matched.missing) == (Status.OK, len(data) - second)
+    last = await append(engine, key, len(data), second, data[second:])
+    assert isinstance(last, Completion)
+    assert (last.status, last.missing) == (Status.OK, 0)
+    assert last.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert not engine.sessions

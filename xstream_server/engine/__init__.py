@@ -47,7 +47,8 @@ this API and only needs a ``Channel`` (write, pause/resume reading, close). A tr
 with a protocol of its own (HTTP/tus) calls the API above directly.
 
 Modules: ``outcomes`` (the data objects above), ``errors`` (error → status, new keys),
-``session`` (one window's durable writer and checkpoints), ``window`` (receiving W bytes),
+``session`` (one window's durable writer and checkpoints), ``hashing`` (the sha256 that
+trails the writer in a thread of its own), ``window`` (receiving W bytes),
 ``negotiation`` (new/resume, leases and takeover, grants and the accept hook),
 ``registry`` (live sessions, promised space, cached hashes), ``completion`` (verify,
 finalize, handler, result), ``dispatch`` (request routes, ``/stream-status``),

@@ -90,8 +90,9 @@ class Completer:
             # file may be gone (the handler may have moved it): the record is what counts.
             sha256 = record.sha256
             path = self.storage.finished_path(record.key)
+            attempt = await self.store.begin_attempt(record.key, session.owner)
         else:
-            hasher = session.hasher
+            hasher = await session.settled_hasher()
             sha256 = (
                 hasher.hexdigest()
                 if hasher
@@ -116,9 +117,9 @@ class Completer:
                 )
             path = await self.storage.finalize(record.key)
             # Recorded before the handler runs: whatever it does with the file, a resume
-            # reports every byte as stored and runs the handler again if need be.
-            await self.store.finalize(record.key, session.owner, sha256)
-        attempt = await self.store.begin_attempt(record.key, session.owner)
+            # reports every byte as stored and runs the handler again if need be. The same
+            # trip counts the handler's first run.
+            attempt = await self.store.finalize(record.key, session.owner, sha256)
         fmt = DataFormat(record.data_format)
         status, message = Status.OK, None
         payload: bytes = b""
@@ -203,6 +204,7 @@ class Completer:
             int(status), headers, payload, (reply_format or DataFormat.BYTES).value
         )
         await self.store.complete(record.key, session.owner, result, succeeded=status is Status.OK)
+        session.lease_released()  # the completion record let go of it
         log.info(
             "stream %s complete: %d bytes, status %d",
             record.key,

@@ -23,6 +23,7 @@ from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord
 from ..storage import Digest, PartWriter, StorageError
 from .errors import status_of_error
+from .hashing import BATCH, TrailingHash
 from .outcomes import Completion, completion_of
 
 if TYPE_CHECKING:
@@ -76,14 +77,17 @@ class StreamSession:
         self._writer = writer
         self.durable = writer.offset
         self._window_end = writer.offset + window
-        # Covers bytes [0, written) when the stream was hashed from its start in this process;
+        # The running sha256, trailing the writer in a thread of its own (see ``hashing``);
         # None when the prefix must be hashed from the part file at completion.
-        self._hasher = hasher
+        self._trail = (
+            TrailingHash(hasher, writer.offset, writer.read_at) if hasher is not None else None
+        )
         self._settings = host.settings
         self._last_checkpoint = time.monotonic()
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpoint_error: Exception | None = None
         self._released = asyncio.Event()
+        self._lease_held = True
         self._on_stop: StopCallback | None = None
         # While a window's bytes await their verification (see ``hold``): what they are fed
         # to instead of the running sha256.
@@ -114,14 +118,20 @@ class StreamSession:
         checksum is verified.)"""
         if self.written != self.durable or self._checkpointing is not None:
             raise RuntimeError("hold() must come before the window's first byte")
-        copy = self._hasher.copy() if self._hasher is not None else None
-        self._held = _HeldDigests(check, copy)
+        # Held bytes are hashed as they come (both digests), from the event loop: the window
+        # starts where the trailing hash is (it was handed over caught up, see LiveStreams).
+        running = self._trail.current() if self._trail is not None else None
+        self._held = _HeldDigests(check, running.copy() if running is not None else None)
 
     def commit(self) -> None:
         """The held bytes are verified: they count from now on (checkpoints, the sha256)."""
         held, self._held = self._held, None
         if held is not None:
-            self._hasher = held.running
+            self._trail = (
+                TrailingHash(held.running, self.written, self._writer.read_at)
+                if held.running is not None
+                else None
+            )
 
     async def roll_back(self) -> None:
         """The held bytes are refused: cut the part back to the durable offset; the running
@@ -132,36 +142,53 @@ class StreamSession:
         self._held = None
 
     def _digest(self) -> Digest | None:
-        return self._held if self._held is not None else self._hasher
+        """What the writer feeds: held bytes, and the bytes of a window under one hashing
+        batch (a thread trip would cost more than the hash); the trail hashes the others."""
+        if self._held is not None:
+            return self._held
+        if self._trail is not None and self.window < BATCH:
+            return self._trail.inline_digest()
+        return None
 
     def write_now(self, data: memoryview) -> None:
         """Store raw bytes from the event loop (see ``inline``)."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
-            self._writer.write_now(data, self._digest())
+            digest = self._digest()
+            self._writer.write_now(data, digest)
         except StorageError:
-            self._hasher = None  # a partial write: the part is hashed at completion
-            if self._held is not None:
-                self._held.running = None
+            self._write_failed()
             raise
-        self._after_write()
+        self._after_write(digest)
 
     async def write(self, data: memoryview) -> None:
         """Store raw bytes through the storage's thread pool."""
         if self._checkpoint_error is not None:
             raise self._checkpoint_error
         try:
-            await self._writer.write(data, self._digest())
+            digest = self._digest()
+            await self._writer.write(data, digest)
         except StorageError:
-            self._hasher = None  # a partial write: the part is hashed at completion
-            if self._held is not None:
-                self._held.running = None
+            self._write_failed()
             raise
-        self._after_write()
+        self._after_write(digest)
 
-    def _after_write(self) -> None:
-        """Start a checkpoint when the byte or time cadence says so (never for held bytes)."""
+    def _write_failed(self) -> None:
+        """A partial write: the part is hashed from storage at completion."""
+        if self._trail is not None:
+            self._trail.abandon()
+        if self._held is not None:
+            self._held.running = None
+
+    def _after_write(self, digest: Digest | None) -> None:
+        """Feed the trailing hash; start a checkpoint when the byte or time cadence says so
+        (never for held bytes)."""
+        if self._held is None and self._trail is not None:
+            if digest is not None:  # the writer fed the running hash itself
+                self._trail.fed(self.written)
+            else:
+                self._trail.written(self.written)
         if (
             self._held is None
             and (
@@ -217,6 +244,8 @@ class StreamSession:
                 await self.checkpoint()
                 return Completion(self.key, self.record.total - self.durable)
             # The last window: the completion record (offset = total) is the checkpoint.
+            if self._trail is not None and self._held is None:
+                self._trail.catch_up_soon()
             await self._settle_background_checkpoint()
             await self._writer.sync()
             return await self._host.complete(self)
@@ -248,19 +277,36 @@ class StreamSession:
         if self._released.is_set():
             return
         try:
+            if self._trail is not None:
+                # Caught up before the part is closed: LiveStreams keeps the hash for the
+                # stream's next window, and no job may read a closed descriptor.
+                await self._trail.settle()
             with contextlib.suppress(StorageError):
                 await self._writer.close()
-            with contextlib.suppress(StateUnavailable):
-                await self._host.store.release_lease(self.key, self.owner)
+            if self._lease_held:
+                with contextlib.suppress(StateUnavailable):
+                    await self._host.store.release_lease(self.key, self.owner)
         finally:
             self._host.session_ended(self)
             self._released.set()
 
+    def lease_released(self) -> None:
+        """The store released the lease with the stream's completion record."""
+        self._lease_held = False
+
     @property
     def hasher(self) -> _Hash | None:
-        """The running sha256 of bytes [0, written), or None when the part has to be hashed
-        from storage (the stream was resumed in another process, or a write failed)."""
-        return self._hasher
+        """The running sha256 of bytes [0, written) if it has caught up, else None (then the
+        part has to be hashed from storage: the stream was resumed in another process, or a
+        write failed). ``settled_hasher`` waits for it to catch up."""
+        return self._trail.current() if self._trail is not None and self._held is None else None
+
+    async def settled_hasher(self) -> _Hash | None:
+        """The running sha256 of bytes [0, written), once the trailing hash has caught up;
+        None when the part has to be hashed from storage."""
+        if self._trail is None or self._held is not None:
+            return None
+        return await self._trail.settle()
 
     def stop_soon(self, status: Status, message: str) -> None:
         """Ask the owning transport to end this window (it answers ``status``)."""
@@ -316,6 +362,9 @@ class NoWriter:
         return None
 
     async def truncate(self, offset: int) -> None:
+        raise StorageError("the stream is complete")
+
+    def read_at(self, offset: int, into: memoryview) -> int:
         raise StorageError("the stream is complete")
 
     async def close(self) -> None:

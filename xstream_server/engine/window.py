@@ -7,11 +7,12 @@ object. A transport that is handed bytes (a WebSocket message, an HTTP body chun
 read before the accept reply) passes them to ``write(data)``. Either way the window stores
 them through its session, and tells the transport when to stop reading (``ReadControl``).
 
-With inline writes (the default) every read is stored at once, with its sha256, from the
-event loop, into the page cache; all windows read into one buffer the engine shares among
-them (a stalled window holds no memory). With pooled writes there are two buffers: a full
-one goes to storage through the thread pool while the other fills, and if storage is slower
-than the network, reading pauses until the write is done.
+With inline writes (the default) every read is stored at once, from the event loop, into
+the page cache (its sha256 follows in the hashing thread, see ``hashing``); all windows
+read into one buffer the engine shares among them (a stalled window holds no memory). With
+pooled writes there are two buffers: a full one goes to storage through the thread pool
+while the other fills, and if storage is slower than the network, reading pauses until the
+write is done.
 
 The window ends by itself when all W bytes are in, when storage fails, when it is told to
 ``stop`` (timeout, takeover, shutdown) or when the client is gone (``client_gone``). It is

@@ -92,9 +92,11 @@ class StateStore(Protocol):
         the stream's lease; renews the lease and the record's expiry otherwise."""
         ...
 
-    async def finalize(self, key: str, owner: str, sha256: str) -> None:
+    async def finalize(self, key: str, owner: str, sha256: str) -> int:
         """Record that every byte is durable and finished (offset = total), with the
-        stream's sha256: from here a resume never needs the file to report the offset."""
+        stream's sha256: from here a resume never needs the file to report the offset.
+        Begins the first run of the completion handler in the same step (one trip, see
+        ``begin_attempt``); returns how many runs have begun."""
         ...
 
     async def begin_attempt(self, key: str, owner: str) -> int:
@@ -104,8 +106,9 @@ class StateStore(Protocol):
     async def complete(
         self, key: str, owner: str, result: StoredResult, *, succeeded: bool = True
     ) -> None:
-        """Record the final result. A stream whose handler did not succeed keeps its record
-        past its expiry (twice as long), so that the sweeper meets it and deletes its file."""
+        """Record the final result and release ``owner``'s lease (nothing is left to write).
+        A stream whose handler did not succeed keeps its record past its expiry (twice as
+        long), so that the sweeper meets it and deletes its file."""
         ...
 
     async def delete(self, key: str) -> bool:

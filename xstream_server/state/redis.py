@@ -121,10 +121,11 @@ redis.call('HSET', KEYS[1], 'state', 'complete', 'offset', redis.call('HGET', KE
   'updated', ARGV[2], 'result_status', ARGV[4], 'result_headers', ARGV[5],
   'result_payload', ARGV[6], 'result_format', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], tonumber(expiry) * tonumber(ARGV[3]))
+redis.call('DEL', KEYS[2])
 return tonumber(expiry)
 """
 
-# KEYS: stream, lease. ARGV: owner, now_ms, sha256.
+# KEYS: stream, lease. ARGV: owner, now_ms, sha256. Returns the attempts begun, or -1/-2.
 _FINALIZE: Final = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local expiry = redis.call('HGET', KEYS[1], 'expiry')
@@ -132,7 +133,7 @@ if not expiry then return -2 end
 redis.call('HSET', KEYS[1], 'state', 'finalized', 'offset', redis.call('HGET', KEYS[1], 'total'),
   'updated', ARGV[2], 'sha256', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], tonumber(expiry) * 2)
-return tonumber(expiry)
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
 # KEYS: stream, lease. ARGV: owner, now_ms. Returns the attempts begun, or -1/-2.
@@ -400,12 +401,15 @@ class RedisStateStore:
         _check_owner(key, expiry_ms)
 
     @_unavailable_on_redis_error
-    async def finalize(self, key: str, owner: str, sha256: str) -> None:
-        answer = await self._finalize(
-            keys=[_stream_key(key), _lease_key(key)],
-            args=[owner, int(time.time() * 1000), sha256],
+    async def finalize(self, key: str, owner: str, sha256: str) -> int:
+        answer = int(
+            await self._finalize(
+                keys=[_stream_key(key), _lease_key(key)],
+                args=[owner, int(time.time() * 1000), sha256],
+            )
         )
         _check_owner(key, answer)
+        return answer
 
     @_unavailable_on_redis_error
     async def begin_attempt(self, key: str, owner: str) -> int:

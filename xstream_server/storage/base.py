@@ -67,6 +67,12 @@ class PartWriter(Protocol):
         from there."""
         ...
 
+    def read_at(self, offset: int, into: memoryview) -> int:
+        """Read written bytes back, at ``offset``, into ``into``; the count read. Blocking,
+        called from a worker thread while writing goes on (the stream's sha256 trails the
+        writer this way); never for bytes past ``offset``'s writes or after ``close``."""
+        ...
+
     async def close(self) -> None: ...
 
 

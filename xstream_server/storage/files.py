@@ -1,7 +1,8 @@
 """File storage: ``parts/<key>.part`` while a stream is open, ``complete/<key>`` once
 finished. Keys are server-made and URL-safe, so they are safe file names; a client-supplied
 name is never used as a path. Every blocking call runs in the thread pool through aiofiles,
-one trip per call (a write and its hash travel together).
+one trip per call (a write and its hash, when it has one, travel together). ``read_at``
+reads written bytes back for the hashing thread that trails the writer.
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ class FilePartWriter:
         self._offset += written
         if error is not None:
             raise _storage_error(error, "writing") from error
+
+    def read_at(self, offset: int, into: memoryview) -> int:
+        try:
+            return os.preadv(self._fd, [into], offset)
+        except OSError as exc:
+            raise _storage_error(exc, "reading back") from exc
 
     async def sync(self) -> None:
         if not self._fsync:

@@ -12,7 +12,7 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp
 
-from .trailers import TrailerHttpToolsProtocol
+from .protocol import BodyHandingProtocol
 
 __all__ = ["HttpTransportServer"]
 
@@ -40,7 +40,7 @@ class HttpTransportServer:
         config = uvicorn.Config(
             self._app,
             loop="none",
-            http=TrailerHttpToolsProtocol,
+            http=BodyHandingProtocol,  # httptools, without two copies of every body byte
             ws="websockets-sansio",
             # A message larger than this closes the WebSocket (1009); clients send raw
             # bytes in far smaller slices.
