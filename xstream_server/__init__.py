@@ -10,14 +10,17 @@ from .app import (
     ConfigurationError,
     CreateDecision,
     CreateOffer,
+    PullContext,
     Reply,
     RequestContext,
     RouteError,
+    StreamContent,
     StreamOffer,
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
 from .events import EventKind, StreamEvent
+from .identity import TokenAuth
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
 
@@ -28,13 +31,16 @@ __all__ = [
     "CreateDecision",
     "CreateOffer",
     "DataFormat",
+    "PullContext",
     "EventKind",
     "Reply",
     "RequestContext",
     "RouteError",
     "ServerSettings",
     "Status",
+    "StreamContent",
     "StreamEvent",
     "StreamOffer",
+    "TokenAuth",
     *_client_all,
 ]

@@ -35,7 +35,8 @@ class RequestDispatcher:
         if route is None:
             return Response(Status.NOT_FOUND, message=f"no route {request.route}")
         if not isinstance(route, RequestRoute):
-            return Response(Status.METHOD_NOT_ALLOWED, message="this route takes only streams")
+            only = "streams" if isinstance(route, StreamRoute) else "pulls"
+            return Response(Status.METHOD_NOT_ALLOWED, message=f"this route takes only {only}")
         try:
             principal = await route.auth(request.authorization) if route.auth else None
             try:

@@ -8,14 +8,17 @@ from .connection import NEED_DATA, PAUSED, Mode, ServerConnection, response_head
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     ConnectionClosed,
+    ContentSent,
     DataFormat,
     Event,
     InvalidRequest,
+    PullRequest,
     Request,
     StreamRequest,
     WindowReceived,
     parse_request,
     parse_x_stream,
+    parse_x_stream_pull,
 )
 from .status import Status
 
@@ -23,6 +26,7 @@ __all__ = [
     "NEED_DATA",
     "PAUSED",
     "ConnectionClosed",
+    "ContentSent",
     "DataFormat",
     "Event",
     "InvalidRequest",
@@ -32,6 +36,7 @@ __all__ = [
     "Packet",
     "PacketDecoder",
     "ProtocolError",
+    "PullRequest",
     "RemoteProtocolError",
     "Request",
     "ServerConnection",
@@ -42,5 +47,6 @@ __all__ = [
     "parse_header_block",
     "parse_request",
     "parse_x_stream",
+    "parse_x_stream_pull",
     "response_headers",
 ]
