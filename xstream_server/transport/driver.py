@@ -13,6 +13,10 @@ knowing the transport:
 * raw mode: bytes go straight into the buffers of the engine's ``RawWindow``, which stores
   them and settles the window; a per-iteration read budget keeps hundreds of streams from
   starving everything else;
+* notifications (PROTOCOL §8): a reply that carries a feed (``/monitor``) starts a task
+  that takes batches from it and hands each to the sans-IO core, which writes it between
+  packets or holds it through a stream; one batch at a time, and none while the client
+  is not reading, so a monitor holds bounded memory;
 * timeouts (408 for an idle connection or a stalled window), shutdown (503), and any
   unexpected error (logged with its traceback, 500, the connection closed).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
@@ -43,6 +48,7 @@ from .flow import INPUT, YIELD, FlowControl
 from .limits import SharedLimits
 
 if TYPE_CHECKING:
+    from ..app import NotificationFeed
     from ..settings import ServerSettings
 
 __all__ = ["Channel", "ConnectionDriver", "ConnectionHub"]
@@ -153,6 +159,10 @@ class ConnectionDriver:
         self._draining = False
         self._window: RawWindow | None = None
         self._input_counted = 0  # this connection's share of the input budget
+        self._feed: NotificationFeed | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self._held_sent = asyncio.Event()  # held notifications have left (or none were)
+        self._held_sent.set()
         self._admitted = hub.shared.admit(client)
         hub.connections.add(self)
         if not self._admitted:
@@ -247,6 +257,7 @@ class ConnectionDriver:
         self.flow.resume_writing()
         if self._window is not None:
             self._window.client_gone()
+        self._stop_feed()
 
     # ---- timeouts ----------------------------------------------------------------------
     def _arm_timer(self, delay: float) -> None:
@@ -340,6 +351,9 @@ class ConnectionDriver:
                         headers=response.headers,
                     )
                 )
+                if response.feed is not None:
+                    self._flush_replies()
+                    self._start_feed(response.feed)
             elif isinstance(event, InvalidRequest):
                 self._queue_reply(conn.respond(event, event.status, message=event.message))
             elif isinstance(event, StreamRequest):
@@ -370,6 +384,7 @@ class ConnectionDriver:
         self._close()
 
     def _close(self) -> None:
+        self._stop_feed()
         self._closing = True
         self._count_input()
         self.flow.closed = True
@@ -389,11 +404,65 @@ class ConnectionDriver:
         elif self._pump is None or self._pump.done():
             self._abort(Status.UNAVAILABLE, "server shutting down")
 
+    # ---- notifications -----------------------------------------------------------------
+    def _start_feed(self, feed: NotificationFeed) -> None:
+        """Push ``feed``'s notifications on this connection from now on (a second monitor
+        request replaces the first feed)."""
+        self._stop_feed()
+        if self._closing:
+            return
+        self._feed = feed
+        self._feed_task = self._loop.create_task(self._run_feed(feed))
+
+    def _stop_feed(self) -> None:
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            self._feed_task = None
+            self._feed = None
+
+    async def _run_feed(self, feed: NotificationFeed) -> None:
+        try:
+            await feed.open()
+            while not self._closing:
+                batch = await feed.next_batch()
+                for notification in batch:
+                    payload = json.dumps(notification.payload, separators=(",", ":")).encode()
+                    self._write(
+                        self.conn.notify(
+                            notification.kind, notification.id, payload, notification.sender
+                        )
+                    )
+                if self.conn.notifications_held:
+                    # A stream is under way: the next batch waits until these have left.
+                    self._held_sent.clear()
+                    await self._held_sent.wait()
+                if not self.flow.writable:
+                    await self.flow.drain()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%s: notification feed failed; closing the connection", self.client)
+            self._abort(Status.SERVER_ERROR, "notification feed failed")
+        finally:
+            await asyncio.shield(self._close_feed(feed))
+
+    async def _close_feed(self, feed: NotificationFeed) -> None:
+        try:
+            await feed.close()
+        except Exception:
+            log.exception("%s: closing a notification feed failed", self.client)
+
+    def _write_held_notifications(self) -> None:
+        self._write(self.conn.take_notifications())
+        if not self.conn.notifications_held:
+            self._held_sent.set()
+
     # ---- streams -----------------------------------------------------------------------
     async def _stream(self, request: StreamRequest) -> None:
         outcome = await self.engine.open_stream(request, self.client)
         if isinstance(outcome, Refused):
             self._write(self.conn.refuse_stream(outcome.status, outcome.message))
+            self._write_held_notifications()
             return
         session = outcome.session
         if self._closing:  # the client left while we negotiated
@@ -451,3 +520,4 @@ class ConnectionDriver:
                 headers=completion.headers,
             )
         )
+        self._write_held_notifications()
