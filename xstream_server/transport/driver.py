@@ -30,7 +30,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ..engine import Completion, Engine, RawWindow, Refused
+from ..engine import Completion, Engine, RawWindow, Refused, Response
 from ..protocol import (
     NEED_DATA,
     PAUSED,
@@ -341,6 +341,8 @@ class ConnectionDriver:
                 await self.flow.drain()
             if isinstance(event, Request):
                 response = await self.engine.handle_request(event)
+                if response.feed is not None and not await self._open_feed(response.feed):
+                    response = Response(Status.UNAVAILABLE, message="notifications unavailable")
                 self._queue_reply(
                     conn.respond(
                         event,
@@ -410,6 +412,7 @@ class ConnectionDriver:
         request replaces the first feed)."""
         self._stop_feed()
         if self._closing:
+            self._loop.create_task(self._close_feed(feed))
             return
         self._feed = feed
         self._feed_task = self._loop.create_task(self._run_feed(feed))
@@ -420,9 +423,19 @@ class ConnectionDriver:
             self._feed_task = None
             self._feed = None
 
-    async def _run_feed(self, feed: NotificationFeed) -> None:
+    async def _open_feed(self, feed: NotificationFeed) -> bool:
+        """Open the feed before the reply leaves: once the client has the reply, the
+        monitor is in place (its principal online, its notifications on their way)."""
         try:
             await feed.open()
+        except Exception:
+            log.exception("%s: a notification feed did not open", self.client)
+            await self._close_feed(feed)
+            return False
+        return True
+
+    async def _run_feed(self, feed: NotificationFeed) -> None:
+        try:
             while not self._closing:
                 batch = await feed.next_batch()
                 for notification in batch:
