@@ -8,6 +8,13 @@
   (``XSTREAM_STORAGE_RESERVE``), and refuses with 507 when nothing is left. The finished
   file stays under the data directory, named by its key; the client's ``name`` header is
   only reported.
+
+Identities: ``/upload-file`` checks bearer tokens (``xstream token @alice``) with the
+server's secret. Without a token a request is anonymous, as before, unless
+``XSTREAM_AUTH_REQUIRED`` is on (then 401); a token that is invalid or expired is 401
+either way. A stream uploaded with a token belongs to its principal: only that principal
+may resume it, ask about it or download it (403 for others); an anonymous one is anyone's
+who holds its key.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from xstream_server import (
     RouteError,
     Status,
     StreamOffer,
+    TokenAuth,
 )
 
 __all__ = ["app"]
@@ -32,6 +40,8 @@ __all__ = ["app"]
 MiB = 1024 * 1024
 
 app = App()
+# The server's secret; a token is required only when XSTREAM_AUTH_REQUIRED is on.
+auth = TokenAuth(required=None)
 
 
 @app.request("/echo")
@@ -69,7 +79,7 @@ async def _grant(offer: StreamOffer) -> int | None:
     return _window()
 
 
-@app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=MiB)
+@app.stream("/upload-file", accept=_grant, auth=auth, min_buffer=64 * 1024, max_buffer=MiB)
 async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
     return {
         "key": upload.key,

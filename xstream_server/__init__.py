@@ -18,6 +18,7 @@ from .app import (
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
+from .identity import TokenAuth
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
 
@@ -35,5 +36,6 @@ __all__ = [
     "Services",
     "Status",
     "StreamOffer",
+    "TokenAuth",
     *_client_all,
 ]

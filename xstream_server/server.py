@@ -22,6 +22,7 @@ from starlette.routing import WebSocketRoute
 from .app import App, Services
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
+from .identity import bind_auth_policies
 from .private import private_directory
 from .protocol import Status
 from .settings import ServerSettings
@@ -111,6 +112,7 @@ class Server:
         asyncio.get_running_loop().set_default_executor(self._executor)
         data_dir = self.settings.data_dir
         private_directory(data_dir)
+        bind_auth_policies(self.app, self.settings)
         if self.settings.redis_url is None:
             self.embedded_redis = EmbeddedRedis(data_dir / "redis")
             await self.embedded_redis.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServerSettings"]
@@ -34,6 +34,13 @@ class ServerSettings(BaseSettings):
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None
     app: str = "handlers:app"
+
+    # Identities (PROTOCOL §6): the secret bearer tokens are signed with (at least 32
+    # characters); None: a random one kept in <data_dir>/auth-secret, made on first use.
+    auth_secret: SecretStr | None = None
+    # Routes whose TokenAuth leaves it to the server (the default app's) refuse requests
+    # without a token (401) when this is on; off, such requests are anonymous.
+    auth_required: bool = False
 
     # Packet limits (PROTOCOL §1); a route may set its own payload limit.
     max_header_block: int = Field(default=16 * 1024, ge=256)
@@ -96,3 +103,10 @@ class ServerSettings(BaseSettings):
     shutdown_timeout: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("the auth secret must be at least 32 bytes long")
+        return value

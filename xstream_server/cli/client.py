@@ -12,12 +12,14 @@ import base64
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NoReturn
 
 import click
+from pydantic import ValidationError
 from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # no stubs in dev deps
 
 from ..client import (
@@ -41,6 +43,8 @@ from ..client import (
 from ..client.connection import Transport
 from ..client.errors import ChecksumMismatchError
 from ..client.resume_state import FileIdentity, ResumeStore, SavedUpload
+from ..identity import issue_token, parse_duration, server_secret, valid_principal
+from ..settings import ServerSettings
 
 __all__ = ["main"]
 
@@ -694,6 +698,58 @@ async def _request(
         else:
             click.echo(json.dumps(content, indent=2, default=_jsonable))
     return EXIT_OK
+
+
+# -- token ---------------------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("principal")
+@click.option(
+    "--ttl",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="how long the token is valid: 90s, 15m, 1h, 7d...",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the server's data directory, where its secret is kept (env XSTREAM_DATA_DIR) "
+    "[./data]; XSTREAM_AUTH_SECRET, when set, is used instead",
+)
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
+@click.pass_context
+def token(
+    ctx: click.Context, principal: str, ttl: str, data_dir: Path | None, json_mode: bool
+) -> None:
+    """Issue a bearer token for PRINCIPAL (like @alice), signed with the server's secret.
+
+    Run it where the server runs (it reads the secret from the server's data directory,
+    making it on first use, or from XSTREAM_AUTH_SECRET). Use the token with
+    -A 'Bearer <token>' or XSTREAM_AUTHORIZATION.
+    """
+    out = _output(ctx, False, json_mode)
+    if not valid_principal(principal):
+        raise click.BadParameter(
+            f"{principal!r}: '@' then 1-64 of a-z 0-9 _ . -", param_hint="PRINCIPAL"
+        )
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
+    try:
+        settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
+        secret = server_secret(settings)
+    except (ValidationError, ValueError, OSError, RuntimeError) as exc:
+        click.echo(f"xstream: cannot read the server's secret: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    now = time.time()
+    issued = issue_token(secret, principal, seconds, now=now)
+    if out.json_mode:
+        out.document({"principal": principal, "token": issued, "expires": int(now + seconds)})
+    else:
+        click.echo(issued)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from ..protocol import Request, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
 from ..storage import Storage
+from .access import may_access
 from .completion import Completer
 from .dispatch import RequestDispatcher
 from .maintenance import Maintenance
@@ -294,7 +295,7 @@ class StreamEngine:
             except Exception:
                 log.exception("auth policy of %s failed", route.path)
                 return Refused(Status.SERVER_ERROR, "internal error")
-            if principal != record.principal:
+            if not may_access(record.principal, principal):
                 return Refused(Status.FORBIDDEN, "stream belongs to someone else")
         return None
 

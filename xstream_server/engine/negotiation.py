@@ -20,6 +20,7 @@ from ..protocol import DataFormat, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import LeaseLost, StateStore, StateUnavailable, StreamRecord, StreamState
 from ..storage import PartWriter, Storage, StorageError
+from .access import may_access
 from .errors import new_key, status_of_error
 from .outcomes import Accepted, Refused
 from .registry import LiveStreams
@@ -253,7 +254,7 @@ class Negotiator:
             return Refused(Status.CONFLICT, f"stream belongs to route {record.route}")
         if record.total != request.total:
             return Refused(Status.CONFLICT, f"stream total is {record.total}, not {request.total}")
-        if record.principal != principal:
+        if not may_access(record.principal, principal):
             return Refused(Status.FORBIDDEN, "stream belongs to someone else")
         return record
 
