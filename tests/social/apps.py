@@ -1,32 +1,26 @@
-"""Apps with the people routes for the tests, and the credentials they take.
-
-Until signed tokens exist a small test policy stands in: ``Bearer @name`` is ``@name``;
-``Bearer bad`` (or anything else that is not a principal) is refused with 401."""
+"""Apps with the people routes for the tests, and the credentials they take: tokens
+signed with a test secret (``xstream_server.identity``)."""
 
 from __future__ import annotations
 
-from xstream_server import App, RouteError, Status
+from typing import Final
+
+from xstream_server import App, TokenAuth
+from xstream_server.identity import issue_token
 from xstream_server.social import People, install
 
-__all__ = ["app", "bearer", "make_app", "test_policy"]
+__all__ = ["SECRET", "app", "bearer", "make_app"]
+
+SECRET: Final = "people-tests-secret-" + "0" * 32
 
 
-def bearer(name: str) -> str:
-    return f"Bearer {name}"
-
-
-async def test_policy(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, name = authorization.partition(" ")
-    if scheme != "Bearer" or not name.startswith("@"):
-        raise RouteError(Status.UNAUTHORIZED, "bad credential")
-    return name
+def bearer(name: str, ttl: float = 3600) -> str:
+    return f"Bearer {issue_token(SECRET, name, ttl)}"
 
 
 def make_app() -> tuple[App, People]:
     app = App()
-    people = install(app, test_policy, min_buffer=1024, max_buffer=256 * 1024)
+    people = install(app, TokenAuth(SECRET), min_buffer=1024, max_buffer=256 * 1024)
     return app, people
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..app import App, AuthPolicy
+from ..identity import TokenAuth
 from .monitor import MonitorFeed, add_monitor_routes
 from .presence import add_presence_routes
 from .send import SEND_ROUTE, add_send_routes
@@ -24,10 +25,12 @@ from .service import People, require_principal
 __all__ = ["SEND_ROUTE", "MonitorFeed", "People", "install"]
 
 
-def install(app: App, auth: AuthPolicy, **send_stream: Any) -> People:
-    """Add the people routes to ``app``; every one requires a principal from ``auth``.
-    ``send_stream`` are options of the ``/send`` stream route (``max_size``, buffers...)."""
-    people = People()
+def install(app: App, auth: AuthPolicy | None = None, **send_stream: Any) -> People:
+    """Add the people routes to ``app``; every one requires a principal from ``auth``
+    (default: the server's signed tokens, ``TokenAuth``). ``send_stream`` are options of
+    the ``/send`` stream route (``max_size``, buffers...)."""
+    auth = auth or TokenAuth(required=True)
+    people = People(auth)
     policy = require_principal(auth)
     add_presence_routes(app, people, policy)
     add_monitor_routes(app, people, policy)

@@ -22,6 +22,7 @@ from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar
 
 from ..app import AuthPolicy, RequestContext, RouteError, Services
+from ..identity import TokenAuth
 from ..protocol import DataFormat, Status
 from ..state import StateUnavailable
 from ..state.redis_social import RedisSocialStore
@@ -97,7 +98,8 @@ def principal_of(request: RequestContext) -> str:
 
 
 class People:
-    def __init__(self) -> None:
+    def __init__(self, auth: AuthPolicy) -> None:
+        self._auth = auth
         self._store: SocialStore | None = None
         self._services: Services | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -105,10 +107,19 @@ class People:
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = secrets.token_hex(6)
         self._holders = itertools.count(1)
+        self._starts = 0
 
     # ---- lifecycle (the app's start and stop hooks) ------------------------------------
     async def start(self, services: Services) -> None:
+        self._starts += 1
+        if self._starts > 1:
+            # The same app served by a second server in this process (tests do that): the
+            # first one's parts stay in use until the last server stops.
+            return
         self._services = services
+        if isinstance(self._auth, TokenAuth):
+            # Wrapped in ``require_principal``, the server would not find it to bind.
+            self._auth.bind(services.settings)
         self._store = RedisSocialStore(services.redis_url, timeout=services.settings.redis_timeout)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -118,6 +129,9 @@ class People:
         ]
 
     async def stop(self, services: Services) -> None:
+        self._starts -= 1
+        if self._starts > 0:
+            return
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
