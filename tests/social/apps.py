@@ -14,8 +14,8 @@ __all__ = ["SECRET", "app", "bearer", "make_app"]
 SECRET: Final = "people-tests-secret-" + "0" * 32
 
 
-def bearer(name: str, ttl: float = 3600) -> str:
-    return f"Bearer {issue_token(SECRET, name, ttl)}"
+def bearer(name: str, ttl: float = 3600, now: float | None = None) -> str:
+    return f"Bearer {issue_token(SECRET, name, ttl, now=now)}"
 
 
 def make_app() -> tuple[App, People]:

@@ -1,0 +1,258 @@
+"""Notifications and send-to-user (PROTOCOL §8) end to end: real Redis, sockets, files.
+
+@alice sends to @bob; @bob monitors (or not), accepts or denies, says it is done; @alice
+hears about each step on her own monitor."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xstream_server.client import (
+    AuthenticationError,
+    RequestError,
+    StreamGoneError,
+    connect,
+)
+from xstream_server.client.people import People, people, send
+from xstream_server.server import Server
+
+from .apps import bearer
+from .conftest import Login
+from .support import eventually, next_of_kind
+
+
+def a_file(tmp_path: Path, size: int = 300_000, name: str = "photo.jpg") -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def address(server: Server) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+async def known(me: People) -> None:
+    """A principal is an addressee once it was seen (registered or monitored)."""
+    await me.register()
+
+
+async def test_a_monitor_receives_the_offer(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    bob = await login("@bob")
+    assert await bob.monitor() == "@bob"
+    path = a_file(tmp_path)
+    result = await send(
+        str(path), to="@bob", server=address(people_server), authorization=bearer("@alice")
+    )
+    offer = await next_of_kind(bob, "stream-offer")
+    assert offer.sender == "@alice"
+    assert offer.payload == {
+        "key": result.key,
+        "from": "@alice",
+        "name": "photo.jpg",
+        "size": path.stat().st_size,
+        "metadata": {},
+    }
+    assert result.sha256 == sha256(path)
+
+
+async def test_an_offline_receiver_gets_everything_on_reconnect(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    bob = await login("@bob")
+    await known(bob)
+    await bob.close()  # offline during both uploads
+    server, alice = address(people_server), bearer("@alice")
+    first = await send(str(a_file(tmp_path, 1000, "a")), to="@bob", server=server, authorization=alice)
+    second = await send(str(a_file(tmp_path, 2000, "b")), to="@bob", server=server, authorization=alice)
+
+    bob = await login("@bob")
+    await bob.monitor()
+    one, two = await bob.next_notification(), await bob.next_notification()
+    assert [one.payload["key"], two.payload["key"]] == [first.key, second.key]
+    await bob.close()
+
+    # ``since`` the first: only the second; after acknowledging the first, {} starts there.
+    bob = await login("@bob")
+    await bob.monitor(since=one.id)
+    assert (await bob.next_notification()).id == two.id
+    assert await bob.ack([one.id]) == 1
+    assert await bob.ack([one.id]) == 0
+    await bob.close()
+    bob = await login("@bob")
+    await bob.monitor()
+    assert (await bob.next_notification()).id == two.id
+
+
+async def test_a_notification_added_by_another_process_reaches_the_monitor(
+    make_people_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with make_people_server() as here, make_people_server() as there:
+        async with await people(address(here), authorization=bearer("@bob")) as bob:
+            await bob.monitor()
+            result = await send(
+                str(a_file(tmp_path, 5000)),
+                to="@bob",
+                server=address(there),
+                authorization=bearer("@alice"),
+            )
+            offer = await next_of_kind(bob, "stream-offer")
+            assert offer.payload["key"] == result.key
+
+
+async def test_accept_notifies_the_sender(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    alice, bob = await login("@alice"), await login("@bob")
+    await alice.monitor()
+    await bob.monitor()
+    result = await send(
+        str(a_file(tmp_path)), to="@bob", server=address(people_server), authorization=bearer("@alice")
+    )
+    offer = await next_of_kind(bob, "stream-offer")
+    assert (await bob.accept(offer.payload["key"]))["state"] == "accepted"
+    accepted = await next_of_kind(alice, "stream-accepted")
+    assert accepted.sender == "@bob"
+    assert accepted.payload == {"key": result.key, "to": "@bob"}
+    # Accepting twice is harmless and tells the sender nothing new.
+    assert (await bob.accept(result.key))["state"] == "accepted"
+
+
+async def test_done_notifies_delivery_and_status_counts_delivered(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    alice, bob = await login("@alice"), await login("@bob")
+    await alice.monitor()
+    await known(bob)
+    path = a_file(tmp_path)
+    result = await send(
+        str(path), to="@bob", server=address(people_server), authorization=bearer("@alice")
+    )
+    status = await alice.status(result.key)
+    assert status["delivered"] == 0 and status["send-state"] == "offered"
+    await bob.accept(result.key)
+    answer = await bob.done(result.key)
+    assert answer["sha256"] == sha256(path)
+    delivered = await next_of_kind(alice, "stream-delivered")
+    assert delivered.payload == {
+        "key": result.key,
+        "to": "@bob",
+        "size": path.stat().st_size,
+        "sha256": sha256(path),
+    }
+    status = await alice.status(result.key)
+    assert status["delivered"] == path.stat().st_size
+    assert status["send-state"] == "delivered"
+
+
+async def test_deny_stops_a_sender_mid_stream_and_resume_is_410(
+    login: Login, people_server: Server
+) -> None:
+    alice_monitor, bob = await login("@alice"), await login("@bob")
+    await alice_monitor.monitor()
+    await bob.monitor()
+    total = 1_000_000
+    async with connect(address(people_server)) as conn:
+        grant = await conn.negotiate(
+            "/send", total, 64 * 1024, metadata={"to": "@bob", "name": "big.iso"},
+            authorization=bearer("@alice"),
+        )
+        await conn.send_raw(os.urandom(100_000))  # 10 %: the sender is still streaming
+        offer = await next_of_kind(bob, "stream-offer")
+        assert offer.payload["key"] == grant.key
+        await bob.deny(grant.key, reason="no thanks")
+        reply = await conn.completion(10)
+        assert reply.status == 403
+        assert reply.message == "denied by @bob: no thanks"
+    denied = await next_of_kind(alice_monitor, "stream-denied")
+    assert denied.payload == {"key": grant.key, "to": "@bob", "reason": "no thanks"}
+    async with connect(address(people_server)) as conn:
+        with pytest.raises(StreamGoneError):
+            await conn.negotiate(
+                "/send", total, 64 * 1024, key=grant.key, authorization=bearer("@alice")
+            )
+    # The addressee can neither accept it any more.
+    with pytest.raises(StreamGoneError):
+        await bob.accept(grant.key)
+
+
+async def test_refusals(login: Login, people_server: Server, tmp_path: Path) -> None:
+    bob, carol = await login("@bob"), await login("@carol")
+    await known(bob)
+    await known(carol)
+    path, server = str(a_file(tmp_path, 1000)), address(people_server)
+    # 401: no token, a bad one, an expired one.
+    for authorization in (None, "Bearer bad", bearer("@alice", ttl=10, now=time.time() - 60)):
+        async with connect(server) as conn:
+            with pytest.raises(AuthenticationError) as refused:
+                await conn.negotiate(
+                    "/send", 10, 1024, metadata={"to": "@bob"}, authorization=authorization
+                )
+            assert refused.value.status == 401
+    # 404: an addressee never seen; 400: none at all.
+    with pytest.raises(RequestError) as unknown:
+        await send(path, to="@nobody", server=server, authorization=bearer("@alice"))
+    assert unknown.value.status == 404
+    async with connect(server) as conn:
+        with pytest.raises(RequestError) as missing:
+            await conn.negotiate("/send", 10, 1024, authorization=bearer("@alice"))
+        assert missing.value.status == 400
+    # 403: @bob takes nothing from @alice (and takes again after).
+    await bob.refuse(["@alice"])
+    with pytest.raises(AuthenticationError) as blocked:
+        await send(path, to="@bob", server=server, authorization=bearer("@alice"))
+    assert blocked.value.status == 403
+    await bob.refuse(["@alice"], refuse=False)
+    result = await send(path, to="@bob", server=server, authorization=bearer("@alice"))
+    # 403: only the addressee accepts, denies or says done; only the sender asks about it.
+    for call in (carol.accept, carol.deny, carol.done, carol.status):
+        with pytest.raises(AuthenticationError) as other:
+            await call(result.key)
+        assert other.value.status == 403
+    # 410: no such send.
+    with pytest.raises(StreamGoneError):
+        await bob.accept("no-such-key-0000")
+    # 409: done before every byte is in.
+    async with connect(server) as conn:
+        grant = await conn.negotiate(
+            "/send", 5000, 1024, metadata={"to": "@bob"}, authorization=bearer("@alice")
+        )
+        await conn.send_raw(b"x" * 2000)
+        with pytest.raises(RequestError) as early:
+            await bob.done(grant.key)
+        assert early.value.status == 409
+        conn.abort()
+
+
+async def test_delivered_content_is_deleted_after_the_keep_time(
+    make_people_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with make_people_server(send_keep=0.2) as server:
+        async with await people(address(server), authorization=bearer("@bob")) as bob:
+            await known(bob)
+            result = await send(
+                str(a_file(tmp_path, 4000)),
+                to="@bob",
+                server=address(server),
+                authorization=bearer("@alice"),
+            )
+            await bob.done(result.key)
+            assert server.engine is not None
+            await eventually(
+                lambda: server.engine.store.exists(result.key),  # type: ignore[union-attr]
+                lambda there: not there,
+            )
+            with pytest.raises(StreamGoneError):
+                await bob.accept(result.key)
