@@ -256,3 +256,25 @@ async def test_delivered_content_is_deleted_after_the_keep_time(
             )
             with pytest.raises(StreamGoneError):
                 await bob.accept(result.key)
+
+
+async def test_notifications_survive_a_server_kill_and_restart(
+    spawn_server: Any, tmp_path: Path
+) -> None:
+    app = ("--app", "tests.social.apps:app")
+    first = spawn_server(*app)
+    server = f"127.0.0.1:{first.port}"
+    async with await people(server, authorization=bearer("@bob")) as bob:
+        await known(bob)
+    result = await send(
+        str(a_file(tmp_path, 8000)), to="@bob", server=server, authorization=bearer("@alice")
+    )
+    first.kill()  # SIGKILL: nothing is flushed on the way out
+    second = spawn_server(*app)
+    async with await people(
+        f"127.0.0.1:{second.port}", authorization=bearer("@bob")
+    ) as bob:
+        await bob.monitor()
+        offer = await next_of_kind(bob, "stream-offer")
+        assert offer.payload["key"] == result.key
+        assert offer.payload["size"] == 8000
