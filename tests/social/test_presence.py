@@ -106,6 +106,4 @@ async def test_closing_a_monitor_keeps_a_running_registration(login: Login) -> N
     await bob.monitor()
     bob.connection.abort()
     # The monitor's hold is gone, but the registration (120 s) still runs.
-    await eventually(
-        lambda: alice.online(["@bob"]), lambda rows: names(rows) == ["@bob"], 2.0
-    )
+    await eventually(lambda: alice.online(["@bob"]), lambda rows: names(rows) == ["@bob"], 2.0)

@@ -75,8 +75,12 @@ async def test_an_offline_receiver_gets_everything_on_reconnect(
     await known(bob)
     await bob.close()  # offline during both uploads
     server, alice = address(people_server), bearer("@alice")
-    first = await send(str(a_file(tmp_path, 1000, "a")), to="@bob", server=server, authorization=alice)
-    second = await send(str(a_file(tmp_path, 2000, "b")), to="@bob", server=server, authorization=alice)
+    first = await send(
+        str(a_file(tmp_path, 1000, "a")), to="@bob", server=server, authorization=alice
+    )
+    second = await send(
+        str(a_file(tmp_path, 2000, "b")), to="@bob", server=server, authorization=alice
+    )
 
     bob = await login("@bob")
     await bob.monitor()
@@ -119,7 +123,10 @@ async def test_accept_notifies_the_sender(
     await alice.monitor()
     await bob.monitor()
     result = await send(
-        str(a_file(tmp_path)), to="@bob", server=address(people_server), authorization=bearer("@alice")
+        str(a_file(tmp_path)),
+        to="@bob",
+        server=address(people_server),
+        authorization=bearer("@alice"),
     )
     offer = await next_of_kind(bob, "stream-offer")
     assert (await bob.accept(offer.payload["key"]))["state"] == "accepted"
@@ -166,7 +173,10 @@ async def test_deny_stops_a_sender_mid_stream_and_resume_is_410(
     total = 1_000_000
     async with connect(address(people_server)) as conn:
         grant = await conn.negotiate(
-            "/send", total, 64 * 1024, metadata={"to": "@bob", "name": "big.iso"},
+            "/send",
+            total,
+            64 * 1024,
+            metadata={"to": "@bob", "name": "big.iso"},
             authorization=bearer("@alice"),
         )
         await conn.send_raw(os.urandom(100_000))  # 10 %: the sender is still streaming
@@ -251,7 +261,7 @@ async def test_delivered_content_is_deleted_after_the_keep_time(
             await bob.done(result.key)
             assert server.engine is not None
             await eventually(
-                lambda: server.engine.store.exists(result.key),  # type: ignore[union-attr]
+                lambda: server.engine.store.exists(result.key),
                 lambda there: not there,
             )
             with pytest.raises(StreamGoneError):
@@ -271,9 +281,7 @@ async def test_notifications_survive_a_server_kill_and_restart(
     )
     first.kill()  # SIGKILL: nothing is flushed on the way out
     second = spawn_server(*app)
-    async with await people(
-        f"127.0.0.1:{second.port}", authorization=bearer("@bob")
-    ) as bob:
+    async with await people(f"127.0.0.1:{second.port}", authorization=bearer("@bob")) as bob:
         await bob.monitor()
         offer = await next_of_kind(bob, "stream-offer")
         assert offer.payload["key"] == result.key

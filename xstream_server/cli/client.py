@@ -752,5 +752,8 @@ def token(
         click.echo(issued)
 
 
+# The commands of files between people (send, monitor, inbox, accept, deny, online).
+from . import people as _people  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()

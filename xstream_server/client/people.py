@@ -151,5 +151,3 @@ def send(
         on_progress=on_progress,
         transport=transport,
     )
-
-
