@@ -31,10 +31,9 @@ from .client import (
     _server_errors,
     _server_option,
     _transport_option,
-    main,
 )
 
-__all__ = ["accept", "deny", "inbox", "monitor", "online", "send"]
+__all__ = ["COMMANDS", "accept", "deny", "inbox", "monitor", "online", "send"]
 
 _FINAL: Final = frozenset({"stream-delivered", "stream-denied"})
 
@@ -90,7 +89,7 @@ def _show(note: Notification, out: Output) -> None:
 # -- send ----------------------------------------------------------------------------------
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @click.option("--to", "to", required=True, metavar="@NAME", help="the addressee")
 @click.option("--name", help="the name the addressee sees [default: the file's name]")
@@ -206,7 +205,7 @@ async def _wait_for_end(me: People, key: str, heard: list[Notification], out: Ou
 # -- inbox and monitor ---------------------------------------------------------------------
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP)
 @click.option("--since", metavar="ID", help="only notifications after this id")
 @click.option("--ack", is_flag=True, help="remove the notifications shown from the inbox")
 @_server_option
@@ -252,7 +251,7 @@ async def _inbox(
     return EXIT_OK
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP)
 @click.option("--since", metavar="ID", help="only notifications after this id")
 @click.option(
     "--accept-from",
@@ -358,7 +357,7 @@ async def receive_offer(me: People, note: Notification, directory: Path, out: Ou
 # -- accept, deny --------------------------------------------------------------------------
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
 @_server_option
 @_transport_option
@@ -371,7 +370,7 @@ def accept(ctx: click.Context, key: str, server: str | None, json_mode: bool, qu
     _run(lambda: _answer(ctx, key, None, server, out))
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
 @click.option("--reason", help="told to the sender")
 @_server_option
@@ -414,7 +413,7 @@ async def _answer(
 # -- online --------------------------------------------------------------------------------
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("names", nargs=-1, metavar="[@NAME]...")
 @click.option("--register", is_flag=True, help="be online yourself first (for 2 minutes)")
 @click.option("--identity", help="with --register: an address others may see")
@@ -463,4 +462,13 @@ async def _online(
     return EXIT_OK
 
 
-main.add_command(online, "users")
+# (name, command) pairs the ``xstream`` group adds; ``users`` is ``online`` by another name.
+COMMANDS: Final = [
+    ("send", send),
+    ("monitor", monitor),
+    ("inbox", inbox),
+    ("accept", accept),
+    ("deny", deny),
+    ("online", online),
+    ("users", online),
+]
