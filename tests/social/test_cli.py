@@ -14,7 +14,7 @@ from typing import Any
 from xstream_server.client.people import people
 
 from .apps import bearer
-from .support import next_of_kind
+from .support import eventually, next_of_kind
 
 WAIT = 60.0
 
@@ -86,7 +86,6 @@ async def test_send_says_when_the_receiver_accepts_and_receives(
         key = offer.payload["key"]
         await bob.accept(key)
         await eventually_complete(bob, key)
-        await bob.done(key)
         code, out, err = await finish(sender)
     assert code == 0, err
     assert f"@bob accepted {key}" in out
@@ -94,13 +93,15 @@ async def test_send_says_when_the_receiver_accepts_and_receives(
 
 
 async def eventually_complete(bob: Any, key: str) -> None:
-    async with asyncio.timeout(WAIT):
-        while True:
-            try:
-                await bob.done(key)
-                return
-            except Exception:  # 409 until the sender has uploaded every byte
-                await asyncio.sleep(0.05)
+    """``/send/done`` answers 409 until the sender has uploaded every byte."""
+
+    async def done() -> bool:
+        reply = await bob.connection.request(
+            "/send/done", json={"key": key}, authorization=bob.authorization, check=False
+        )
+        return bool(reply.status == 0)
+
+    await eventually(done, bool, WAIT)
 
 
 async def test_monitor_ask_answered_no_on_its_terminal(spawn_server: Any, tmp_path: Path) -> None:
@@ -110,9 +111,7 @@ async def test_monitor_ask_answered_no_on_its_terminal(spawn_server: Any, tmp_pa
         monitor = await xstream(server, "@bob", "monitor", "--ask", stdin=terminal)
         # @bob is online once the monitor runs: an addressee.
         async with await people(server, authorization=bearer("@alice")) as alice:
-            async with asyncio.timeout(WAIT):
-                while not await alice.online(["@bob"]):
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: alice.online(["@bob"]), bool, WAIT)
             path = tmp_path / "x.bin"
             path.write_bytes(b"x" * 3000)
             sender = await xstream(server, "@alice", "send", str(path), "--to", "@bob")

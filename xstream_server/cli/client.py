@@ -157,7 +157,9 @@ _Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 _server_option: _Decorator = click.option(
     "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
 )
-_quiet_option: _Decorator = click.option("--quiet", "-q", is_flag=True, help="no progress, no notes")
+_quiet_option: _Decorator = click.option(
+    "--quiet", "-q", is_flag=True, help="no progress, no notes"
+)
 _TRANSPORTS = click.Choice(["tcp", "utp"])
 
 
