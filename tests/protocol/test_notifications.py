@@ -124,7 +124,7 @@ def test_never_inside_a_raw_window(window: int, pieces: list[int], notes_at: set
     out.append(accept)
     step = 2
     remaining = window
-    for size in pieces + [window]:
+    for size in [*pieces, window]:
         if not remaining:
             break
         if step in notes_at:
