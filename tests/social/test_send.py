@@ -286,3 +286,24 @@ async def test_notifications_survive_a_server_kill_and_restart(
         offer = await next_of_kind(bob, "stream-offer")
         assert offer.payload["key"] == result.key
         assert offer.payload["size"] == 8000
+
+
+async def test_a_monitor_over_utp_gets_notifications_too(
+    make_people_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with make_people_server(utp_port=0) as server:
+        assert server.utp_port is not None
+        async with await people(
+            f"127.0.0.1:{server.utp_port}", authorization=bearer("@bob"), transport="utp"
+        ) as bob:
+            await bob.monitor()
+            result = await send(
+                str(a_file(tmp_path, 20_000)),
+                to="@bob",
+                server=address(server),
+                authorization=bearer("@alice"),
+            )
+            offer = await next_of_kind(bob, "stream-offer")
+            assert offer.payload["key"] == result.key
+            # The connection goes on answering requests between notifications.
+            assert [row["name"] for row in await bob.online()] == ["@bob"]

@@ -108,6 +108,7 @@ class People:
         self._instance = secrets.token_hex(6)
         self._holders = itertools.count(1)
         self._starts = 0
+        self._stopping = False
 
     # ---- lifecycle (the app's start and stop hooks) ------------------------------------
     async def start(self, services: Services) -> None:
@@ -117,6 +118,7 @@ class People:
             # first one's parts stay in use until the last server stops.
             return
         self._services = services
+        self._stopping = False
         if isinstance(self._auth, TokenAuth):
             # Wrapped in ``require_principal``, the server would not find it to bind.
             self._auth.bind(services.settings)
@@ -132,11 +134,14 @@ class People:
         self._starts -= 1
         if self._starts > 0:
             return
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        # (A Redis call cancelled while it connects may swallow the cancellation: the
+        # loops also end on ``_stopping``, and are cancelled again until they are gone.)
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         self._tasks = []
         store, self._store = self._store, None
         if store is not None:
@@ -194,12 +199,14 @@ class People:
 
     # ---- background work -----------------------------------------------------------------
     async def _forever(self, work: Callable[[], Awaitable[None]], name: str) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await work()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping:
+                    return
                 log.warning("%s interrupted (%s); retrying", name, exc)
             await asyncio.sleep(1.0)
 
