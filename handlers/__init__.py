@@ -7,7 +7,8 @@
   more than the free space it has not promised to other windows, less its reserve
   (``XSTREAM_STORAGE_RESERVE``), and refuses with 507 when nothing is left. The finished
   file stays under the data directory, named by its key; the client's ``name`` header is
-  only reported.
+  only reported. A pull (``x-stream-pull: O:B``) with ``x-stream-key: K`` downloads the
+  completed upload ``K`` (``xstream get K``); 404 while it is incomplete.
 
 Identities: ``/upload-file`` checks bearer tokens (``xstream token @alice``) with the
 server's secret. Without a token a request is anonymous, as before, unless
@@ -31,10 +32,12 @@ from xstream_server import (
     CompletedUpload,
     ConfigurationError,
     DataFormat,
+    PullContext,
     Reply,
     RequestContext,
     RouteError,
     Status,
+    StreamContent,
     StreamOffer,
     TokenAuth,
 )
@@ -84,7 +87,21 @@ async def _grant(offer: StreamOffer) -> int | None:
     return _window()
 
 
-@app.stream("/upload-file", accept=_grant, auth=auth, min_buffer=64 * 1024, max_buffer=MiB)
+async def _completed_upload(pull: PullContext) -> StreamContent:
+    if pull.key is None:
+        raise RouteError(Status.NOT_FOUND, "x-stream-key names the upload to download")
+    # Only the upload's principal may pull it (anyone, for an anonymous upload).
+    return StreamContent(pull.key, route="/upload-file")
+
+
+@app.stream(
+    "/upload-file",
+    accept=_grant,
+    auth=auth,
+    content=_completed_upload,
+    min_buffer=64 * 1024,
+    max_buffer=MiB,
+)
 async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
     return {
         "key": upload.key,

@@ -1,10 +1,16 @@
 """The framework API: an ``App`` holds routes; a backend developer registers handlers on it.
 
-Two kinds of route:
+Three kinds of route:
 
 * request routes: one packet in, one packet out (``@app.request("/echo")``);
 * stream routes: the client negotiates a raw-byte upload; the handler runs once the whole
-  stream is stored, with the finished file (``@app.stream("/upload-file", ...)``).
+  stream is stored, with the finished file (``@app.stream("/upload-file", ...)``);
+* pull routes: the client downloads content the route names (``@app.pull("/get")``).
+
+Downloads (PROTOCOL §5): a route that offers content has a *content hook*, which maps a
+``PullContext`` (key, metadata, principal of the pull) to ``StreamContent`` — the bytes of
+a stored stream — or refuses with ``RouteError``. A stream route takes one with
+``content=``; ``@app.pull`` registers a route that only serves content.
 
 A handler answers with a ``Reply`` or a plain value: ``bytes`` (a bytes payload), ``str``
 (text) or anything else JSON can encode (json). It refuses with ``RouteError``.
@@ -13,7 +19,7 @@ A handler answers with a ``Reply`` or a plain value: ``bytes`` (a bytes payload)
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -30,14 +36,18 @@ __all__ = [
     "App",
     "CompletedUpload",
     "ConfigurationError",
+    "ContentHook",
     "HandlerResult",
     "Notification",
     "NotificationFeed",
+    "PullContext",
+    "PullRoute",
     "Reply",
     "RequestContext",
     "RequestRoute",
     "RouteError",
     "Services",
+    "StreamContent",
     "StreamOffer",
     "StreamRoute",
     "encode_reply",
@@ -188,6 +198,38 @@ class CompletedUpload:
     attempt: int = 1  # 1 on the first run of the handler for this stream, then 2, ...
 
 
+@dataclass(frozen=True, slots=True)
+class PullContext:
+    """What a content hook sees of a pull (``x-stream-pull: O:B``)."""
+
+    route: str
+    key: str | None  # the pull's x-stream-key, if any
+    offset: int  # bytes the client holds already
+    metadata: Mapping[str, str]
+    principal: str | None  # from the route's auth policy
+
+
+@dataclass(frozen=True, slots=True)
+class StreamContent:
+    """The bytes of the stored stream ``key``, as content of a pull.
+
+    Only durable bytes are ever sent. ``live`` False: the stream must be complete (else
+    404). ``live`` True: a stream still being uploaded is served as it is uploaded, its
+    bytes sent as soon as they are durable, until its total (a live relay).
+
+    Who may pull: ``readers`` None keeps the stream's own rule (its principal only, or
+    anyone holding the key of a stream without one); a collection of principals lets in
+    exactly those instead (an addressee, say). Others get 403.
+
+    ``route``, when given, is the route the stream must have been uploaded on (else 404).
+    """
+
+    key: str
+    live: bool = False
+    readers: Collection[str] | None = None
+    route: str | None = None
+
+
 RequestHandler = Callable[[RequestContext], Awaitable[HandlerResult]]
 CompletionHandler = Callable[[CompletedUpload], Awaitable[HandlerResult]]
 # Returns how many bytes it grants now (None: everything that remains); raises RouteError.
@@ -198,6 +240,8 @@ AuthPolicy = Callable[[str | None], Awaitable[str | None]]
 StatusFields = Callable[[str], Awaitable[Mapping[str, Any]]]
 # Run once the server's parts are up (start) or before they go down (stop).
 LifecycleHook = Callable[[Services], Awaitable[None]]
+# What a pull means on a route: the content to send, or RouteError (404, 403...).
+ContentHook = Callable[[PullContext], Awaitable[StreamContent]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +267,8 @@ class StreamRoute:
     max_decoded_size: int = 16 * MiB
     # Runs of the completion handler before its failure (500) is the stream's final result.
     completion_attempts: int = 3
+    # What a pull on this route sends (PROTOCOL §5); None: pulls get 405.
+    content: ContentHook | None = None
 
     def __post_init__(self) -> None:
         if self.completion_attempts < 1:
@@ -232,7 +278,21 @@ class StreamRoute:
         return max(self.min_buffer, min(self.max_buffer, requested))
 
 
-Route = RequestRoute | StreamRoute
+@dataclass(frozen=True, slots=True)
+class PullRoute:
+    """A route that only serves downloads: every pull goes to ``content``."""
+
+    path: str
+    content: ContentHook
+    auth: AuthPolicy | None = None
+    min_buffer: int = 4 * 1024
+    max_buffer: int = 1 * MiB
+
+    def clamp_buffer(self, requested: int) -> int:
+        return max(self.min_buffer, min(self.max_buffer, requested))
+
+
+Route = RequestRoute | StreamRoute | PullRoute
 _H = TypeVar("_H", bound=Callable[..., Awaitable[HandlerResult]])
 
 
@@ -278,6 +338,7 @@ class App:
         expiry: float | None = None,
         max_decoded_size: int = 16 * MiB,
         completion_attempts: int = 3,
+        content: ContentHook | None = None,
     ) -> Callable[[_H], _H]:
         if not 1 <= min_buffer <= max_buffer:
             raise ValueError("buffer bounds must satisfy 1 <= min_buffer <= max_buffer")
@@ -298,9 +359,29 @@ class App:
                     expiry,
                     max_decoded_size,
                     completion_attempts,
+                    content,
                 )
             )
             return handler
+
+        return register
+
+    def pull(
+        self,
+        path: str,
+        *,
+        auth: AuthPolicy | None = None,
+        min_buffer: int = 4 * 1024,
+        max_buffer: int = 1 * MiB,
+    ) -> Callable[[ContentHook], ContentHook]:
+        """Register a route that serves downloads; the decorated hook says what a pull on
+        it means (see ``StreamContent``)."""
+        if not 1 <= min_buffer <= max_buffer:
+            raise ValueError("buffer bounds must satisfy 1 <= min_buffer <= max_buffer")
+
+        def register(hook: ContentHook) -> ContentHook:
+            self.add_route(PullRoute(path, hook, auth, min_buffer, max_buffer))
+            return hook
 
         return register
 

@@ -9,7 +9,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from ..app import App, Reply, RequestContext, RequestRoute, RouteError, encode_reply
+from ..app import (
+    App,
+    Reply,
+    RequestContext,
+    RequestRoute,
+    RouteError,
+    StreamRoute,
+    encode_reply,
+)
 from ..protocol import DataFormat, Request, Status
 from .completion import decode_payload
 from .outcomes import Refused, Response, StreamStatus
@@ -35,7 +43,8 @@ class RequestDispatcher:
         if route is None:
             return Response(Status.NOT_FOUND, message=f"no route {request.route}")
         if not isinstance(route, RequestRoute):
-            return Response(Status.METHOD_NOT_ALLOWED, message="this route takes only streams")
+            only = "streams" if isinstance(route, StreamRoute) else "pulls"
+            return Response(Status.METHOD_NOT_ALLOWED, message=f"this route takes only {only}")
         try:
             principal = await route.auth(request.authorization) if route.auth else None
             try:

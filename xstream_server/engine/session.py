@@ -42,6 +42,10 @@ class SessionHost(Protocol):
 
     def session_ended(self, session: StreamSession) -> None: ...
 
+    def durable_advanced(self, session: StreamSession) -> None:
+        """More of the stream is durable (live downloads may send it)."""
+        ...
+
 
 StopCallback = Callable[[Status, str], None]
 
@@ -178,7 +182,9 @@ class StreamSession:
         except Exception as exc:
             self._checkpoint_error = exc
             return
-        self.durable = max(self.durable, offset)
+        if offset > self.durable:
+            self.durable = offset
+            self._host.durable_advanced(self)
 
     async def _settle_background_checkpoint(self) -> None:
         if self._checkpointing is not None:

@@ -15,14 +15,17 @@ from .connection import (
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     ConnectionClosed,
+    ContentSent,
     DataFormat,
     Event,
     InvalidRequest,
+    PullRequest,
     Request,
     StreamRequest,
     WindowReceived,
     parse_request,
     parse_x_stream,
+    parse_x_stream_pull,
 )
 from .status import Status
 
@@ -30,6 +33,7 @@ __all__ = [
     "NEED_DATA",
     "PAUSED",
     "ConnectionClosed",
+    "ContentSent",
     "DataFormat",
     "Event",
     "InvalidRequest",
@@ -39,6 +43,7 @@ __all__ = [
     "Packet",
     "PacketDecoder",
     "ProtocolError",
+    "PullRequest",
     "RemoteProtocolError",
     "Request",
     "ServerConnection",
@@ -50,5 +55,6 @@ __all__ = [
     "parse_header_block",
     "parse_request",
     "parse_x_stream",
+    "parse_x_stream_pull",
     "response_headers",
 ]

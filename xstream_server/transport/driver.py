@@ -17,6 +17,9 @@ knowing the transport:
   that takes batches from it and hands each to the sans-IO core, which writes it between
   packets or holds it through a stream; one batch at a time, and none while the client
   is not reading, so a monitor holds bounded memory;
+* pulls (downloads): the engine's ``Download`` gives the content's durable bytes one chunk
+  at a time, each written once the transport's write buffer has drained below its
+  high-water mark (backpressure), so no download is held in memory whole;
 * timeouts (408 for an idle connection or a stalled window), shutdown (503), and any
   unexpected error (logged with its traceback, 500, the connection closed).
 """
@@ -30,7 +33,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ..engine import Completion, Engine, RawWindow, Refused, Response
+from ..engine import (
+    Completion,
+    Download,
+    DownloadFailed,
+    Engine,
+    RawWindow,
+    Refused,
+    Response,
+)
 from ..protocol import (
     NEED_DATA,
     PAUSED,
@@ -38,6 +49,7 @@ from ..protocol import (
     InvalidRequest,
     Limits,
     Mode,
+    PullRequest,
     RemoteProtocolError,
     Request,
     ServerConnection,
@@ -61,6 +73,8 @@ _REPLY_BATCH: Final = 64 * 1024
 # Raw bytes all connections may read in one event-loop iteration (see count_read).
 _ITERATION_BUDGET: Final = 4 * 1024 * 1024
 _EARLY: Final = "early"  # reading waits while bytes sent before the accept are stored
+# Content is read from storage in pieces of this size (at least the client's buffer).
+_SEND_CHUNK: Final = 1024 * 1024
 
 
 class Channel(Protocol):
@@ -158,6 +172,7 @@ class ConnectionDriver:
         self._closing = False
         self._draining = False
         self._window: RawWindow | None = None
+        self._download: Download | None = None
         self._input_counted = 0  # this connection's share of the input budget
         self._feed: NotificationFeed | None = None
         self._feed_task: asyncio.Task[None] | None = None
@@ -258,6 +273,8 @@ class ConnectionDriver:
         if self._window is not None:
             self._window.client_gone()
         self._stop_feed()
+        if self._download is not None:
+            self._download.cancel()
 
     # ---- timeouts ----------------------------------------------------------------------
     def _arm_timer(self, delay: float) -> None:
@@ -361,6 +378,9 @@ class ConnectionDriver:
             elif isinstance(event, StreamRequest):
                 self._flush_replies()
                 await self._stream(event)
+            elif isinstance(event, PullRequest):
+                self._flush_replies()
+                await self._pull(event)
             else:  # pragma: no cover - WindowReceived: raw mode counts its own bytes
                 raise AssertionError(f"unexpected event {event!r}")
 
@@ -403,6 +423,8 @@ class ConnectionDriver:
         """Server shutdown: end a window with 503, close an idle connection."""
         if self._window is not None:
             self._window.stop(Status.UNAVAILABLE, "server shutting down")
+        elif self._download is not None:
+            self._download.cancel()  # the client resumes from what it received
         elif self._pump is None or self._pump.done():
             self._abort(Status.UNAVAILABLE, "server shutting down")
 
@@ -518,6 +540,65 @@ class ConnectionDriver:
         self._last_activity = time.monotonic()
         self._packet_started = None if self.conn.between_packets else self._last_activity
         self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
+
+    # ---- pulls -------------------------------------------------------------------------
+    async def _pull(self, request: PullRequest) -> None:
+        outcome = await self.engine.open_download(request, self.client)
+        if isinstance(outcome, Refused):
+            self._write(self.conn.refuse_pull(outcome.status, outcome.message))
+            self._write_held_notifications()
+            return
+        download = self._download = outcome
+        try:
+            if self._closing:
+                return
+            self._write(
+                self.conn.accept_pull(
+                    key=download.key,
+                    total=download.total,
+                    buffer_size=download.buffer_size,
+                    checksum=download.checksum,
+                )
+            )
+            await self._send_content(download)
+            self._write_held_notifications()  # held while the raw bytes went out
+        finally:
+            self._download = None
+            download.close()
+        self._last_activity = time.monotonic()
+        self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
+
+    async def _send_content(self, download: Download) -> None:
+        """Write the content's bytes as the transport takes them. A failure (the content
+        vanished, storage failed, shutdown, a client that stops reading) can only end the
+        connection: the client is reading raw bytes and resumes from what it has."""
+        conn = self.conn
+        size = max(_SEND_CHUNK, download.buffer_size)
+        stall = self.settings.raw_stall_timeout
+        try:
+            while conn.send_remaining and not self._closing:
+                if not self.flow.writable:
+                    async with asyncio.timeout(stall):
+                        await self.flow.drain()
+                    if self._closing:
+                        return
+                chunk = await download.read(min(size, conn.send_remaining))
+                if self._closing:
+                    return
+                if not chunk:
+                    raise DownloadFailed("the content ended early")
+                conn.raw_sent(len(chunk))
+                self._write(chunk)
+                self._last_activity = time.monotonic()
+        except (DownloadFailed, TimeoutError) as exc:
+            if self._closing:
+                return
+            reason = (
+                f"client read nothing for {stall:g} s" if isinstance(exc, TimeoutError) else exc
+            )
+            log.info("%s: download of %s ended: %s", self.client, download.key, reason)
+            conn.fail_sending()
+            self._close()
 
     def _send_completion(self, completion: Completion) -> None:
         if self._closing:
