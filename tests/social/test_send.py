@@ -5,6 +5,7 @@ hears about each step on her own monitor."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -20,7 +21,7 @@ from xstream_server.client import (
     StreamGoneError,
     connect,
 )
-from xstream_server.client.people import People, people, send
+from xstream_server.client.people import People, people, receive, send
 from xstream_server.server import Server
 
 from .apps import bearer
@@ -307,3 +308,113 @@ async def test_a_monitor_over_utp_gets_notifications_too(
             assert offer.payload["key"] == result.key
             # The connection goes on answering requests between notifications.
             assert [row["name"] for row in await bob.online()] == ["@bob"]
+
+
+async def test_live_relay_the_receiver_pulls_while_the_sender_uploads(
+    make_people_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Bytes become durable (and so relayed) at checkpoints: often, here.
+    async with make_people_server(checkpoint_seconds=0.05) as people_server:
+        server = address(people_server)
+        alice = await people(server, authorization=bearer("@alice"))
+        bob = await people(server, authorization=bearer("@bob"))
+        await alice.monitor()
+        await bob.monitor()
+        total = 2_000_000
+        data = os.urandom(total)
+        async with connect(server) as upload:
+            grant = await upload.negotiate(
+                "/send",
+                total,
+                64 * 1024,
+                metadata={"to": "@bob", "name": "live.bin"},
+                authorization=bearer("@alice"),
+            )
+            sent = total // 10
+            await upload.send_raw(data[:sent])  # the sender is at 10 %
+            offer = await next_of_kind(bob, "stream-offer")
+            await bob.accept(grant.key)
+            seen: list[int] = []
+            receiving = asyncio.create_task(
+                receive(
+                    grant.key,
+                    tmp_path / "live.bin",
+                    server=server,
+                    authorization=bearer("@bob"),
+                    on_progress=lambda held, _: seen.append(held),
+                )
+            )
+            # The sender trickles on (a checkpoint follows a write); the receiver gets
+            # bytes before the sender has sent half.
+            while not (seen and seen[-1] > 0):
+                assert sent < total // 2, "nothing relayed while the sender uploads"
+                await upload.send_raw(data[sent : sent + 4096])
+                sent += 4096
+                await asyncio.sleep(0.01)
+            assert not receiving.done()
+            await upload.send_raw(data[sent:])
+            assert (await upload.completion(30)).status == 0
+            received = await receiving
+        assert offer.payload["size"] == total
+        assert received.sha256 == hashlib.sha256(data).hexdigest()
+        assert (tmp_path / "live.bin").read_bytes() == data
+        delivered = await next_of_kind(alice, "stream-delivered")
+        assert delivered.payload["sha256"] == received.sha256
+        assert (await alice.status(grant.key))["delivered"] == total
+        await alice.close()
+        await bob.close()
+
+
+async def test_store_and_forward_the_receiver_offline_during_the_whole_upload(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    bob = await login("@bob")
+    await known(bob)
+    await bob.close()
+    alice = await login("@alice")
+    await alice.monitor()
+    path, server = a_file(tmp_path, 700_000), address(people_server)
+    result = await send(str(path), to="@bob", server=server, authorization=bearer("@alice"))
+    # Later @bob comes online, finds the offer, accepts and downloads.
+    bob = await login("@bob")
+    await bob.monitor()
+    offer = await next_of_kind(bob, "stream-offer")
+    assert offer.payload["key"] == result.key
+    await bob.accept(result.key)
+    received = await receive(
+        result.key, tmp_path / "got.jpg", server=server, authorization=bearer("@bob")
+    )
+    assert received.sha256 == sha256(path) == result.sha256
+    assert await next_of_kind(alice, "stream-accepted")
+    delivered = await next_of_kind(alice, "stream-delivered")
+    assert delivered.payload == {
+        "key": result.key,
+        "to": "@bob",
+        "size": 700_000,
+        "sha256": result.sha256,
+    }
+
+
+async def test_only_the_addressee_pulls_and_only_after_accepting(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    bob, carol = await login("@bob"), await login("@carol")
+    await known(bob)
+    server = address(people_server)
+    result = await send(
+        str(a_file(tmp_path, 5000)), to="@bob", server=server, authorization=bearer("@alice")
+    )
+    for who, status in (("@bob", 409), ("@carol", 403), ("@alice", 403)):
+        async with connect(server) as conn:
+            with pytest.raises(RequestError) as refused:
+                await conn.pull("/send/get", 0, 65536, key=result.key, authorization=bearer(who))
+            assert refused.value.status == status, who
+    async with connect(server) as conn:
+        with pytest.raises(AuthenticationError):
+            await conn.pull("/send/get", 0, 65536, key=result.key)
+    await bob.accept(result.key)
+    got = await receive(result.key, tmp_path / "x", server=server, authorization=bearer("@bob"))
+    assert got.size == 5000
+    assert carol  # carol saw nothing of it: her status request is refused too
+    with pytest.raises(AuthenticationError):
+        await carol.status(result.key)

@@ -30,6 +30,7 @@ __all__ = [
     "ClientConnection",
     "ClientResponse",
     "ConnectionLostError",
+    "PullGrant",
     "StreamGrant",
     "Transport",
     "connect",
@@ -123,6 +124,18 @@ class ClientResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class PullGrant:
+    """An accepted pull: ``total - offset`` raw bytes follow (``checksum``: the content's
+    sha256 hex digest, when the content is complete)."""
+
+    key: str
+    total: int
+    offset: int
+    buffer_size: int
+    checksum: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamGrant:
     """The server's accept reply (§3.1): send ``window`` raw bytes starting at ``offset``."""
 
@@ -155,6 +168,11 @@ class ClientConnection:
         # No write may wait longer than this for the peer to take bytes (None: no limit).
         self.stall_timeout: float | None = None
         self._completion: asyncio.Future[Packet] | None = None
+        # A pull (PROTOCOL §5): raw content bytes still due after its accept reply, and
+        # where they go (``None`` ends the content; an exception ends it in failure).
+        self._pull_expected = False
+        self._raw_due = 0
+        self._raw: asyncio.Queue[bytes | BaseException | None] | None = None
         # Notification packets (PROTOCOL §8) the server pushed, not yet taken.
         self._notifications: deque[Notification] = deque()
         self._notified = asyncio.Event()
@@ -357,6 +375,95 @@ class ClientConnection:
             self._completion = None
             self._streaming = False
 
+    async def pull(
+        self,
+        route: str,
+        offset: int,
+        buffer_size: int,
+        *,
+        key: str | None = None,
+        metadata: Mapping[str, str | int] | None = None,
+        authorization: str | None = None,
+    ) -> PullGrant:
+        """Ask for content (``x-stream-pull: O:B``, §5); refusals raise their
+        ``XStreamError``. The caller then takes the ``grant.total - grant.offset`` raw
+        bytes with ``pull_chunks()`` before anything else is sent on the connection."""
+        await self._idle.wait()
+        if self._streaming:
+            raise RuntimeError("a stream is already in progress on this connection")
+        headers: dict[str, str | int] = dict(metadata or {})
+        headers.update({"route": route, "x-stream-pull": f"{offset}:{buffer_size}"})
+        if key is not None:
+            headers["x-stream-key"] = key
+        if authorization is not None:
+            headers["authorization"] = authorization
+        self._streaming = True
+        self._raw = asyncio.Queue(maxsize=16)
+        self._pull_expected = True
+        try:
+            response = await self._exchange(headers, b"", None)
+            response.raise_for_status()
+            try:
+                total, b2 = (int(part) for part in response.headers["x-stream"].split(":"))
+                granted = PullGrant(
+                    response.headers["x-stream-key"],
+                    total,
+                    int(response.headers["x-stream-offset"]),
+                    b2,
+                    response.headers.get("x-stream-checksum", "").removeprefix("sha256:") or None,
+                )
+            except (KeyError, ValueError) as exc:
+                raise ServerProtocolError(
+                    f"malformed pull reply {dict(response.headers)!r}"
+                ) from exc
+        except BaseException:
+            self._streaming = False
+            self._pull_expected = False
+            raise
+        return granted
+
+    async def pull_chunks(self) -> AsyncIterator[bytes]:
+        """The raw content bytes of the pull just granted, as they arrive."""
+        queue = self._raw
+        if queue is None:
+            raise RuntimeError("no pull was granted")
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._raw = None
+            self._streaming = False
+
+    async def _take_raw(self, data: bytes) -> bytes:
+        """Hand the content's share of ``data`` to the pull; return what follows it."""
+        count = min(len(data), self._raw_due)
+        queue = self._raw
+        if count and queue is not None:
+            await queue.put(data[:count])
+        self._raw_due -= count
+        if not self._raw_due and queue is not None:
+            await queue.put(None)
+        return data[count:]
+
+    def _pull_answered(self, packet: Packet) -> None:
+        """The reply to a pull: how many raw bytes follow it."""
+        self._pull_expected = False
+        headers = packet.headers
+        if headers.get("status") != "0":
+            return
+        try:
+            total, _ = (int(part) for part in headers["x-stream"].split(":"))
+            self._raw_due = total - int(headers["x-stream-offset"])
+        except (KeyError, ValueError):
+            return  # ``pull`` reports the malformed reply
+        if not self._raw_due and self._raw is not None:
+            self._raw.put_nowait(None)
+
     async def send_raw(self, data: bytes | bytearray | memoryview) -> None:
         """Write raw window bytes, waiting while the transport's buffer is full."""
         self._check_open()
@@ -501,9 +608,17 @@ class ClientConnection:
                 data = await self._reader.read(_READ_SIZE)
                 if not data:
                     break
+                if self._raw_due:
+                    data = await self._take_raw(data)
                 self._decoder.receive_data(data)
                 while (packet := self._decoder.next_packet()) is not None:
+                    pull_reply = self._pull_expected and "status" in packet.headers
+                    if pull_reply:
+                        self._pull_answered(packet)
                     self._deliver(packet)
+                    if pull_reply and self._raw_due:
+                        rest = await self._take_raw(self._decoder.take_buffered())
+                        self._decoder.receive_data(rest)
         except RemoteProtocolError as exc:
             reason = ServerProtocolError(f"malformed packet from the server: {exc.message}")
             self._writer.transport.abort()
@@ -513,6 +628,13 @@ class ClientConnection:
         except (ConnectionError, OSError) as exc:
             reason = ConnectionLostError(f"connection lost: {exc}")
         finally:
+            if self._raw is not None and self._raw_due:
+                # The pull ends in failure; bytes not yet taken are dropped with it (the
+                # caller resumes from what it wrote).
+                self._raw_due = 0
+                while not self._raw.empty():
+                    self._raw.get_nowait()
+                self._raw.put_nowait(reason)
             self._shut(reason)
 
 

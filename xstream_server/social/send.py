@@ -1,5 +1,5 @@
 """Send-to-user (PROTOCOL §8): ``/send`` (a stream route), ``/send/accept``,
-``/send/deny``, ``/send/done`` and ``/send/refuse``.
+``/send/deny``, ``/send/get`` (a pull route), ``/send/done`` and ``/send/refuse``.
 
 The upload is an ordinary stream of the ``/send`` route: it resumes and is durable as any
 other, whether or not the addressee is online. The addressee gets ``stream-offer`` as soon
@@ -13,7 +13,16 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..app import App, AuthPolicy, CompletedUpload, RequestContext, RouteError, StreamOffer
+from ..app import (
+    App,
+    AuthPolicy,
+    CompletedUpload,
+    PullContext,
+    RequestContext,
+    RouteError,
+    StreamContent,
+    StreamOffer,
+)
 from ..protocol import Status
 from ..state import StreamState
 from ..state.social import SendRecord, SendState
@@ -134,6 +143,24 @@ def add_send_routes(app: App, people: People, auth: AuthPolicy, **stream: Any) -
             {"key": record.key, "to": record.to, "reason": reason},
         )
         return {"key": record.key, "state": "denied"}
+
+    @app.pull("/send/get", auth=auth)
+    @unavailable_as_503
+    async def get(pull: PullContext) -> StreamContent:
+        """The addressee pulls an accepted send, while it is still being uploaded (a live
+        relay: bytes as soon as they are durable) or later."""
+        if pull.key is None:
+            raise RouteError(Status.BAD_REQUEST, "a pull on /send/get needs x-stream-key")
+        record = await people.store.get_send(pull.key)
+        if record is None or record.state is SendState.DENIED:
+            raise RouteError(Status.GONE, "no such send (unknown, discarded or expired)")
+        if record.to != pull.principal:
+            raise RouteError(Status.FORBIDDEN, "this send is addressed to someone else")
+        if record.state is SendState.OFFERED:
+            raise RouteError(Status.CONFLICT, "accept the send first (/send/accept)")
+        # What the addressee holds already counts as delivered.
+        await people.store.count_delivered(pull.key, pull.offset)
+        return StreamContent(pull.key, live=True, readers=[record.to], route=SEND_ROUTE)
 
     @app.request("/send/done", auth=auth)
     @unavailable_as_503
