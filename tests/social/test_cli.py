@@ -14,7 +14,7 @@ from typing import Any
 from xstream_server.client.people import people
 
 from .apps import bearer
-from .support import eventually, next_of_kind
+from .support import eventually
 
 WAIT = 60.0
 
@@ -63,8 +63,9 @@ async def test_send_inbox_accept_deny_online(spawn_server: Any, tmp_path: Path) 
     assert [e["payload"]["key"] for e in events] == keys
     assert {e["type"] for e in events} == {"stream-offer"}
     assert events[0]["sender"] == "@alice" and events[0]["payload"]["name"] == "a.txt"
-    code, out, _ = await run(server, "@bob", "accept", keys[0])
-    assert (code, out.strip()) == (0, f"accepted {keys[0]}")
+    code, out, _ = await run(server, "@bob", "accept", keys[0], "-o", str(tmp_path / "got"))
+    assert code == 0 and out.splitlines()[0] == f"accepted {keys[0]}"
+    assert (tmp_path / "got").read_bytes() == first.read_bytes()
     code, out, _ = await run(server, "@bob", "deny", keys[1], "--reason", "too big")
     assert (code, out.strip()) == (0, f"denied {keys[1]}")
     code, _, err = await run(server, "@carol", "accept", keys[0])
@@ -73,35 +74,30 @@ async def test_send_inbox_accept_deny_online(spawn_server: Any, tmp_path: Path) 
     assert out.split() == ["@bob"]
 
 
-async def test_send_says_when_the_receiver_accepts_and_receives(
-    spawn_server: Any, tmp_path: Path
-) -> None:
+async def test_two_terminals_monitor_and_send(spawn_server: Any, tmp_path: Path) -> None:
+    """The whole story: @bob runs ``xstream monitor --accept-from @alice``, @alice runs
+    ``xstream send``; the file arrives whole and ``send`` says accepted and received."""
     server = f"127.0.0.1:{spawn_server('--app', 'tests.social.apps:app').port}"
     path = tmp_path / "report.pdf"
-    path.write_bytes(os.urandom(100_000))
-    async with await people(server, authorization=bearer("@bob")) as bob:
-        await bob.monitor()
-        sender = await xstream(server, "@alice", "send", str(path), "--to", "@bob")
-        offer = await next_of_kind(bob, "stream-offer", WAIT)
-        key = offer.payload["key"]
-        await bob.accept(key)
-        await eventually_complete(bob, key)
-        code, out, err = await finish(sender)
-    assert code == 0, err
-    assert f"@bob accepted {key}" in out
-    assert f"@bob received all 100000 bytes of {key}" in out
-
-
-async def eventually_complete(bob: Any, key: str) -> None:
-    """``/send/done`` answers 409 until the sender has uploaded every byte."""
-
-    async def done() -> bool:
-        reply = await bob.connection.request(
-            "/send/done", json={"key": key}, authorization=bob.authorization, check=False
-        )
-        return bool(reply.status == 0)
-
-    await eventually(done, bool, WAIT)
+    path.write_bytes(os.urandom(300_000))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    monitor = await xstream(
+        server, "@bob", "monitor", "--accept-from", "@alice", "--dir", str(inbox)
+    )
+    try:
+        async with await people(server, authorization=bearer("@alice")) as alice:
+            await eventually(lambda: alice.online(["@bob"]), bool, WAIT)
+        code, out, err = await run(server, "@alice", "send", str(path), "--to", "@bob")
+        assert code == 0, err
+        key = out.split("done ")[1].split()[0]
+        assert f"@bob accepted {key}" in out
+        assert f"@bob received all 300000 bytes of {key}" in out
+        assert (inbox / "report.pdf").read_bytes() == path.read_bytes()
+    finally:
+        monitor.terminate()
+        _, said, _ = await finish(monitor)
+    assert f"received {key} -> " in said
 
 
 async def test_monitor_ask_answered_no_on_its_terminal(spawn_server: Any, tmp_path: Path) -> None:

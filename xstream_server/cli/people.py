@@ -14,8 +14,8 @@ from typing import Any, Final
 import click
 
 from ..app import Notification
-from ..client import ClientError, RetryPolicy, Upload, XStreamError
-from ..client.people import SEND_ROUTE, People, people
+from ..client import ClientError, Progress, RetryPolicy, Upload, XStreamError
+from ..client.people import SEND_ROUTE, People, people, receive
 from .client import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -350,8 +350,37 @@ def _ask(question: str) -> bool:
 
 
 async def receive_offer(me: People, note: Notification, directory: Path, out: Output) -> None:
-    """Download an accepted offer into ``directory`` (with PROTOCOL §5 pulls)."""
-    out.note("(downloads are not available on this server version)")
+    """Download an accepted offer into ``directory``, with a progress bar."""
+    name = Path(str(note.payload.get("name") or note.payload["key"])).name
+    await download(me, note.payload["key"], directory / name, int(note.payload["size"]), out)
+
+
+async def download(me: People, key: str, path: Path, size: int, out: Output) -> None:
+    bar = _ProgressBar(size, disabled=out.quiet or out.json_mode)
+    server = me.connection_address
+
+    def progress(held: int, total: int) -> None:
+        bar.update(Progress(held, held, total))
+
+    try:
+        received = await receive(
+            key,
+            path,
+            server=server,
+            authorization=me.authorization,
+            on_progress=progress,
+            transport=me.transport,
+        )
+    finally:
+        bar.close()
+    if out.json_mode:
+        out.event(
+            "received", key=key, path=str(received.path), size=received.size, sha256=received.sha256
+        )
+    else:
+        click.echo(
+            f"received {key} -> {received.path} ({received.size} bytes, sha256 {received.sha256})"
+        )
 
 
 # -- accept, deny --------------------------------------------------------------------------
@@ -359,15 +388,28 @@ async def receive_offer(me: People, note: Notification, directory: Path, out: Ou
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="download the file to PATH once accepted (resumes a download cut before)",
+)
 @_server_option
 @_transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
 @_quiet_option
 @click.pass_context
-def accept(ctx: click.Context, key: str, server: str | None, json_mode: bool, quiet: bool) -> None:
-    """Accept the file offered with KEY (the sender is told)."""
+def accept(
+    ctx: click.Context,
+    key: str,
+    output: Path | None,
+    server: str | None,
+    json_mode: bool,
+    quiet: bool,
+) -> None:
+    """Accept the file offered with KEY (the sender is told); with -o, download it."""
     out = _output(ctx, quiet, json_mode)
-    _run(lambda: _answer(ctx, key, None, server, out))
+    _run(lambda: _answer(ctx, key, None, server, out, output))
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -392,7 +434,12 @@ def deny(
 
 
 async def _answer(
-    ctx: click.Context, key: str, reason: str | None, server: str | None, out: Output
+    ctx: click.Context,
+    key: str,
+    reason: str | None,
+    server: str | None,
+    out: Output,
+    output: Path | None = None,
 ) -> int:
     me = await _me(ctx, server, out)
     async with me:
@@ -401,12 +448,14 @@ async def _answer(
                 answer = await me.accept(key)
             else:
                 answer = await me.deny(key, reason or None)
+            if out.json_mode:
+                out.document(answer)
+            else:
+                click.echo(f"{answer['state']} {key}")
+            if output is not None:
+                await download(me, key, output, int(answer.get("size", 0)), out)
         except (XStreamError, ClientError) as exc:
             _server_errors(out, exc, key)
-    if out.json_mode:
-        out.document(answer)
-    else:
-        click.echo(f"{answer['state']} {key}")
     return EXIT_OK
 
 

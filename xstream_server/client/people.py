@@ -47,9 +47,18 @@ class People:
     """One principal's requests on one connection. After ``monitor()`` the connection also
     carries notifications: read them with ``notifications()``."""
 
-    def __init__(self, connection: ClientConnection, authorization: str) -> None:
+    def __init__(
+        self,
+        connection: ClientConnection,
+        authorization: str,
+        address: str = DEFAULT_SERVER,
+        transport: Transport = "tcp",
+    ) -> None:
         self.connection = connection
         self.authorization = authorization
+        # Where more connections go (downloads), and how.
+        self.connection_address = address
+        self.transport: Transport = transport
 
     async def _call(self, route: str, body: dict[str, Any]) -> Any:
         reply = await self.connection.request(route, json=body, authorization=self.authorization)
@@ -140,7 +149,8 @@ async def people(
     transport: Transport = "tcp",
 ) -> People:
     """A connection for one principal (``async with await people(...) as me``)."""
-    return People(await connect(server, timeout=timeout, transport=transport), authorization)
+    connection = await connect(server, timeout=timeout, transport=transport)
+    return People(connection, authorization, server, transport)
 
 
 def send(
