@@ -6,6 +6,7 @@ hears about each step on her own monitor."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -418,3 +419,71 @@ async def test_only_the_addressee_pulls_and_only_after_accepting(
     assert carol  # carol saw nothing of it: her status request is refused too
     with pytest.raises(AuthenticationError):
         await carol.status(result.key)
+
+
+class DownstreamCutter:
+    """A loopback proxy dropping connection ``i`` once ``cuts[i]`` bytes went from the
+    server to the client (later connections pass untouched): a download cut mid-way."""
+
+    def __init__(self, target: int, cuts: list[int]) -> None:
+        self.target, self.cuts, self.connections = target, cuts, 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        limit = self.cuts[self.connections] if self.connections < len(self.cuts) else None
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pump(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, left: int | None
+        ) -> None:
+            while data := await source.read(65536):
+                if left is not None:
+                    data, left = data[:left], left - len(data[:left])
+                sink.write(data)
+                await sink.drain()
+                if left == 0:
+                    return
+
+        tasks = [
+            asyncio.create_task(pump(reader, up_writer, None)),
+            asyncio.create_task(pump(up_reader, writer, limit)),
+        ]
+        with contextlib.suppress(ConnectionError, OSError):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        writer.transport.abort()
+        up_writer.transport.abort()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_download_cut_several_times_resumes_to_the_right_sha256(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    bob = await login("@bob")
+    await known(bob)
+    path = a_file(tmp_path, 1_500_000)
+    result = await send(
+        str(path), to="@bob", server=address(people_server), authorization=bearer("@alice")
+    )
+    await bob.accept(result.key)
+    # Three connections cut after 300 KB, 200 KB and 500 KB of the server's bytes each.
+    cutter = DownstreamCutter(people_server.port, [300_000, 200_000, 500_000])
+    through = await cutter.start()
+    try:
+        got = await receive(
+            result.key, tmp_path / "got.jpg", server=through, authorization=bearer("@bob")
+        )
+    finally:
+        await cutter.close()
+    assert cutter.connections >= 4  # three cut pulls, then the ones that finish
+    assert got.sha256 == sha256(path)
+    assert (tmp_path / "got.jpg").read_bytes() == path.read_bytes()
