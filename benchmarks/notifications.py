@@ -4,7 +4,7 @@ a pub/sub wake-up) until a monitor's client has parsed its packet.
     .venv/bin/python -m benchmarks.notifications [--count 500] [--processes]
 
 One server (embedded Redis, fsync off) with the default app; @bob monitors over TCP; the
-notifications are added through the server's ``People`` service, one at a time, each
+notifications are added through the server's ``PeopleService`` service, one at a time, each
 waited for. With ``--processes`` they are added by a second server instance sharing the
 Redis (the path of a send handled by another process). Prints median, p90, p99 and max.
 """
@@ -26,12 +26,12 @@ from xstream_server.client.people import people
 from xstream_server.identity import issue_token
 from xstream_server.server import Server
 from xstream_server.settings import ServerSettings
-from xstream_server.social import People, install
+from xstream_server.social import PeopleService, install
 
 SECRET = "benchmark-secret-" + "0" * 32
 
 
-def _app() -> tuple[App, People]:
+def _app() -> tuple[App, PeopleService]:
     app = App()
     return app, install(app, TokenAuth(SECRET))
 

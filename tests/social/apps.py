@@ -7,7 +7,7 @@ from typing import Final
 
 from xstream_server import App, TokenAuth
 from xstream_server.identity import issue_token
-from xstream_server.social import People, install
+from xstream_server.social import PeopleService, install
 
 __all__ = ["SECRET", "app", "bearer", "make_app"]
 
@@ -18,7 +18,7 @@ def bearer(name: str, ttl: float = 3600, now: float | None = None) -> str:
     return f"Bearer {issue_token(SECRET, name, ttl, now=now)}"
 
 
-def make_app() -> tuple[App, People]:
+def make_app() -> tuple[App, PeopleService]:
     app = App()
     people = install(app, TokenAuth(SECRET), min_buffer=1024, max_buffer=256 * 1024)
     return app, people

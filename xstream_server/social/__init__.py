@@ -4,7 +4,7 @@ send-to-user with accept/deny, live relay and store-and-forward.
 Ordinary routes of an ``App``, written against the framework's public API; the default
 application installs them with ``install(app, auth)``:
 
-* ``service``: ``People``, the shared service (store, wake-ups, monitor holds, purges);
+* ``service``: ``PeopleService``, the shared service (store, wake-ups, monitor holds, purges);
 * ``presence``: ``/presence/register``, ``/presence/list``, ``/presence/lookup``;
 * ``monitor``: ``/monitor``, ``/monitor/ack``;
 * ``send``: ``/send`` (stream), ``/send/accept``, ``/send/deny``, ``/send/done``,
@@ -20,17 +20,17 @@ from ..identity import TokenAuth
 from .monitor import MonitorFeed, add_monitor_routes
 from .presence import add_presence_routes
 from .send import SEND_ROUTE, add_send_routes
-from .service import People, require_principal
+from .service import PeopleService, require_principal
 
-__all__ = ["SEND_ROUTE", "MonitorFeed", "People", "install"]
+__all__ = ["SEND_ROUTE", "MonitorFeed", "PeopleService", "install"]
 
 
-def install(app: App, auth: AuthPolicy | None = None, **send_stream: Any) -> People:
+def install(app: App, auth: AuthPolicy | None = None, **send_stream: Any) -> PeopleService:
     """Add the people routes to ``app``; every one requires a principal from ``auth``
     (default: the server's signed tokens, ``TokenAuth``). ``send_stream`` are options of
     the ``/send`` stream route (``max_size``, buffers...)."""
     auth = auth or TokenAuth(required=True)
-    people = People(auth)
+    people = PeopleService(auth)
     policy = require_principal(auth)
     add_presence_routes(app, people, policy)
     add_monitor_routes(app, people, policy)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from ..app import App, AuthPolicy, Notification, Reply, RequestContext, RouteError
 from ..protocol import Status
-from .service import POLL_INTERVAL, People, json_object, principal_of, unavailable_as_503
+from .service import POLL_INTERVAL, PeopleService, json_object, principal_of, unavailable_as_503
 
 __all__ = ["MonitorFeed", "add_monitor_routes"]
 
@@ -32,7 +32,7 @@ class MonitorFeed:
     """One monitor's notifications (a ``NotificationFeed``): at most ``_BATCH`` at a time,
     read from the inbox after the last one handed out, woken by the process's pub/sub."""
 
-    def __init__(self, people: People, name: str, since: str | None) -> None:
+    def __init__(self, people: PeopleService, name: str, since: str | None) -> None:
         self._people = people
         self._name = name
         self._last = since
@@ -66,7 +66,7 @@ class MonitorFeed:
             await self._people.let_go(holder)
 
 
-def add_monitor_routes(app: App, people: People, auth: AuthPolicy) -> None:
+def add_monitor_routes(app: App, people: PeopleService, auth: AuthPolicy) -> None:
     @app.request("/monitor", auth=auth)
     @unavailable_as_503
     async def monitor(request: RequestContext) -> Reply:

@@ -11,7 +11,7 @@ from typing import Any, Final
 from ..app import App, AuthPolicy, RequestContext, RouteError
 from ..protocol import Status
 from ..state.social import PresenceRow
-from .service import PRINCIPAL, People, json_object, principal_of, unavailable_as_503
+from .service import PRINCIPAL, PeopleService, json_object, principal_of, unavailable_as_503
 
 __all__ = ["add_presence_routes"]
 
@@ -23,7 +23,7 @@ def _row(row: PresenceRow) -> dict[str, Any]:
     return {"name": row.name, "identity": row.identity, "seen": round(row.seen, 3)}
 
 
-def add_presence_routes(app: App, people: People, auth: AuthPolicy) -> None:
+def add_presence_routes(app: App, people: PeopleService, auth: AuthPolicy) -> None:
     @app.request("/presence/register", auth=auth)
     @unavailable_as_503
     async def register(request: RequestContext) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ..app import (
 from ..protocol import Status
 from ..state import StreamState
 from ..state.social import SendRecord, SendState
-from .service import PRINCIPAL, People, json_object, principal_of, unavailable_as_503
+from .service import PRINCIPAL, PeopleService, json_object, principal_of, unavailable_as_503
 
 __all__ = ["SEND_ROUTE", "add_send_routes"]
 
@@ -43,7 +43,7 @@ def _key_of(body: Mapping[str, Any]) -> str:
     return key
 
 
-def add_send_routes(app: App, people: People, auth: AuthPolicy, **stream: Any) -> None:
+def add_send_routes(app: App, people: PeopleService, auth: AuthPolicy, **stream: Any) -> None:
     async def addressed(request: RequestContext) -> tuple[SendRecord, dict[str, Any]]:
         """The send named by the request, which must be addressed to its principal."""
         body = json_object(request)

@@ -1,4 +1,4 @@
-"""``People``: the service behind presence, monitors and sends. It is built on the
+"""``PeopleService``: the service behind presence, monitors and sends. It is built on the
 framework's public API only: routes on an ``App``, a start and a stop hook that hand it the
 server's parts (``Services``), and a ``SocialStore`` for everything it knows.
 
@@ -24,6 +24,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 from ..app import AuthPolicy, RequestContext, RouteError, Services
 from ..identity import TokenAuth
 from ..protocol import DataFormat, Status
+from ..settings import ServerSettings
 from ..state import StateUnavailable
 from ..state.redis_social import RedisSocialStore
 from ..state.social import SocialStore
@@ -31,7 +32,7 @@ from ..state.social import SocialStore
 __all__ = [
     "POLL_INTERVAL",
     "PRINCIPAL",
-    "People",
+    "PeopleService",
     "json_object",
     "principal_of",
     "require_principal",
@@ -97,7 +98,7 @@ def principal_of(request: RequestContext) -> str:
     return request.principal
 
 
-class People:
+class PeopleService:
     def __init__(self, auth: AuthPolicy) -> None:
         self._auth = auth
         self._store: SocialStore | None = None
@@ -163,7 +164,7 @@ class People:
         return self._services
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> ServerSettings:
         return self.services.settings
 
     # ---- notifications -----------------------------------------------------------------
