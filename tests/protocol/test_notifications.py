@@ -21,6 +21,7 @@ from xstream_server.protocol import (
 
 from .helpers import decode_all
 from .test_connection import IN_MODE, KEY, completing, negotiating, raw, request_packet
+from .test_pull import pulling
 
 PAYLOAD = json.dumps({"key": "k"}).encode()
 
@@ -146,3 +147,29 @@ def test_never_inside_a_raw_window(window: int, pieces: list[int], notes_at: set
     ids = [p.headers["notification-id"] for p in packets if "notification" in p.headers]
     assert ids == sorted(ids, key=lambda i: int(i.split("-")[1]))
     assert conn.notifications_held == 0
+
+
+def test_held_through_a_pull_and_its_raw_bytes() -> None:
+    """While a pull is answered and its content sent, the client reads raw bytes: a
+    notification waits until the last of them is counted."""
+    conn, _ = pulling()
+    assert note(conn, 1) == b""  # PULLING
+    accept = conn.accept_pull(key=KEY, total=10, buffer_size=4)
+    assert len(decode_all(accept)) == 1  # the accept reply alone: raw bytes follow
+    assert note(conn, 2) == b""  # SENDING
+    conn.raw_sent(6)
+    assert conn.take_notifications() == b""
+    conn.raw_sent(4)
+    packets = decode_all(conn.take_notifications())
+    assert [p.headers["notification-id"] for p in packets] == ["1-1", "1-2"]
+
+
+def test_held_ones_follow_a_pull_refusal_or_an_empty_pull() -> None:
+    conn, _ = pulling()
+    note(conn, 1)
+    refused = decode_all(conn.refuse_pull(Status.NOT_FOUND, "no"))
+    assert [p.headers.get("status") for p in refused] == ["404", None]
+    conn, _ = pulling(offset=10)
+    note(conn, 2)
+    empty = decode_all(conn.accept_pull(key=KEY, total=10, buffer_size=4))
+    assert [p.headers.get("notification-id") for p in empty] == [None, "1-2"]
