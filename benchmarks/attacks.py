@@ -3,6 +3,11 @@ or two source trees (the same way ``benchmarks.ab`` runs them), each pattern bou
 count and time, on loopback only.
 
     .venv/bin/python -m benchmarks.attacks --before /work/before --after . [--connections 300]
+    .venv/bin/python -m benchmarks.attacks --before /work/before --after . --scale
+
+``--scale`` uses the counts of issue 14's attacker: 600 declared payloads, 1,000 stopped
+readers, 1,000 drips, 3,000 stalled windows from three loopback addresses (127.0.0.1-3);
+``--count PATTERN=N`` sets one pattern's count.
 
 Patterns (``N`` connections each, all open at once):
 
@@ -12,8 +17,9 @@ Patterns (``N`` connections each, all open at once):
   ``XSTREAM_PACKET_TIMEOUT=3``; a server without that deadline keeps them);
 * ``stalled-window``: a 2 MiB stream with 1 MiB buffers, 1 MiB − 1 byte sent, then silence.
 
-For each: the server's RSS before, at the peak (all connections in place), and 3 s after
-they are all closed; and for ``drip`` how many the server still holds after 6 s.
+For each: the server's RSS before, at the peak (all connections in place, sampled until it
+stops growing), and 3 s and 10 s after they are all closed; and for ``drip`` how many the
+server still holds after 6 s.
 """
 
 from __future__ import annotations
@@ -42,8 +48,16 @@ ENV: Final = {"XSTREAM_PACKET_TIMEOUT": "3"}
 Writer = asyncio.StreamWriter
 
 
+# Where the client's connections come from, in turn (loopback addresses: 127.0.0.0/8).
+SOURCES: list[str] = [LOOPBACK]
+_opened = 0
+
+
 async def _open(port: int) -> tuple[asyncio.StreamReader, Writer]:
-    return await asyncio.open_connection(LOOPBACK, port)
+    global _opened
+    source = SOURCES[_opened % len(SOURCES)]
+    _opened += 1
+    return await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0), limit=2**16)
 
 
 async def declared(port: int) -> Writer:
@@ -115,9 +129,17 @@ async def attack(server: Server, name: str, count: int) -> dict[str, Any]:
     errors = [repr(e) for e in opened if isinstance(e, BaseException)][:3]
     settle = 6.0 if name == "drip" else 2.0
     peak = before
-    deadline = time.monotonic() + settle
-    while time.monotonic() < deadline:
-        peak = max(peak, server_rss(pid))
+    # The peak: sampled for ``settle`` seconds, and on while the server still grows (it
+    # may still be working through what the connections sent), 60 s at the most.
+    start = grew = time.monotonic()
+    while True:
+        now = time.monotonic()
+        rss = server_rss(pid)
+        if rss > peak + MiB:
+            grew = now
+        peak = max(peak, rss)
+        if now - start >= 60 or (now - start >= settle and now - grew >= 2.0):
+            break
         await asyncio.sleep(0.1)
     held = held_connections(pid, server.port)
     stop.set()
@@ -125,6 +147,8 @@ async def attack(server: Server, name: str, count: int) -> dict[str, Any]:
         writer.transport.abort()
     await asyncio.sleep(3.0)
     after = server_rss(pid)
+    await asyncio.sleep(7.0)
+    after_10 = server_rss(pid)
     return {
         "pattern": name,
         "connections": len(writers),
@@ -132,18 +156,24 @@ async def attack(server: Server, name: str, count: int) -> dict[str, Any]:
         "rss_before_mib": round(before / MiB, 1),
         "rss_peak_mib": round(peak / MiB, 1),
         "rss_after_mib": round(after / MiB, 1),
+        "rss_after_10s_mib": round(after_10 / MiB, 1),
         "held_at_end": held,
     }
 
 
 PATTERNS: Final = ("declared", "stopped-reader", "drip", "stalled-window")
+# Issue 14's attacker.
+SCALE: Final = {"declared": 600, "stopped-reader": 1000, "drip": 1000, "stalled-window": 3000}
+SCALE_SOURCES: Final = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
-async def run(servers: list[Server], count: int, patterns: list[str]) -> list[dict[str, Any]]:
+async def run(
+    servers: list[Server], counts: dict[str, int], patterns: list[str]
+) -> list[dict[str, Any]]:
     rows = []
     for name in patterns:
         for server in servers:
-            row = {"tree": server.tree.label, **await attack(server, name, count)}
+            row = {"tree": server.tree.label, **await attack(server, name, counts[name])}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -156,7 +186,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--pattern", action="append", choices=PATTERNS, help="default: all")
+    parser.add_argument("--scale", action="store_true", help="issue 14's counts and sources")
+    parser.add_argument("--count", action="append", default=[], help="PATTERN=N")
+    parser.add_argument("--source", action="append", help="a loopback address to connect from")
     options = parser.parse_args(argv)
+    counts = dict.fromkeys(PATTERNS, options.connections)
+    if options.scale:
+        counts.update(SCALE)
+        SOURCES[:] = SCALE_SOURCES
+    for given in options.count:
+        name, _, number = given.partition("=")
+        if name not in PATTERNS or not number.isdigit():
+            parser.error(f"--count {given}: PATTERN=N with PATTERN one of {', '.join(PATTERNS)}")
+        counts[name] = int(number)
+    if options.source:
+        SOURCES[:] = options.source
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     trees = [source_tree("after", options.after)]
@@ -169,18 +213,18 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for db, tree in enumerate(trees):
                 servers.append(start_server(tree, work, url, db, env=ENV))
-            rows = asyncio.run(run(servers, options.connections, options.pattern or list(PATTERNS)))
+            rows = asyncio.run(run(servers, counts, options.pattern or list(PATTERNS)))
         finally:
             for server in servers:
                 server.process.stop()
             redis.stop()
-    print("| pattern | tree | conns | RSS before | peak | 3 s after | held at end |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pattern | tree | conns | RSS before | peak | 3 s after | 10 s after | held at end |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['pattern']} | {row['tree']} | {row['connections']} |"
             f" {row['rss_before_mib']} MiB | {row['rss_peak_mib']} MiB |"
-            f" {row['rss_after_mib']} MiB | {row['held_at_end']} |"
+            f" {row['rss_after_mib']} MiB | {row['rss_after_10s_mib']} MiB | {row['held_at_end']} |"
         )
     if options.out is not None:
         options.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -403,10 +403,14 @@ async def test_concatenation_of_partial_streams(make_engine: EngineFactory) -> N
     unfinished = await engine.create_stream(request(10), "client", partial=True)
     plain = await engine.create_stream(request(10), "client")
     assert isinstance(unfinished, StreamStatus) and isinstance(plain, StreamStatus)
-    for bad, status in ((unfinished.key, Status.BAD_REQUEST), (plain.key, Status.BAD_REQUEST)):
-        refused = await engine.concatenate(request(1), "client", [keys[0], bad])
-        assert isinstance(refused, Refused)
-        assert refused.status == status
+    refused = await engine.concatenate(request(1), "client", [keys[0], plain.key])
+    assert isinstance(refused, Refused)
+    assert refused.status == Status.BAD_REQUEST
+    # An unfinished part: the final stream waits for it (tus concatenation-unfinished).
+    waiting = await engine.concatenate(request(1), "client", [keys[0], unfinished.key])
+    assert not isinstance(waiting, Refused)
+    assert waiting[1] is None
+    assert (waiting[0].total, waiting[0].offset) == (len(pieces[0]) + 10, 0)
     gone = await engine.concatenate(request(1), "client", ["nope"])
     assert isinstance(gone, Refused)
     assert gone.status == Status.GONE
@@ -417,7 +421,57 @@ async def test_concatenation_of_partial_streams(make_engine: EngineFactory) -> N
     data = b"".join(pieces)
     assert (final.total, final.offset, final.complete) == (len(data), len(data), True)
     assert final.concat == tuple(keys)
+    assert completion is not None
     assert completion.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert [upload.key for upload in completed] == [final.key]
     assert completed[0].path.read_bytes() == data
     assert not engine.sessions
+
+    # The unfinished part completes: the final stream waiting for it is poured then.
+    tail = os.urandom(10)
+    opened = await engine.open_stream(request(10, unfinished.key), "client", offset=0)
+    assert isinstance(opened, Accepted)
+    window = engine.receive(opened, Tap())
+    await window.write(tail)
+    assert await window.result() is not None
+    await engine.wait_settled(30)
+    poured = await engine.status(waiting[0].key)
+    assert isinstance(poured, StreamStatus) and poured.complete
+    assert [upload.key for upload in completed] == [final.key, poured.key]
+    assert completed[1].path.read_bytes() == pieces[0] + tail
+
+
+@pytest.mark.parametrize("whole_window", [True, False], ids=["fills-window", "body-ends"])
+async def test_a_checksum_given_after_the_bytes(
+    make_engine: EngineFactory, whole_window: bool
+) -> None:
+    """``PartCheck.expected`` as a future (an HTTP trailer): the window waits for it once
+    its bytes are in; a wrong digest is 460, None (no checksum came) is 400, both with the
+    offset unchanged; the right one counts the bytes."""
+    engine = make_engine(make_app([]))
+    data = os.urandom(64 * KiB)
+    created = await engine.create_stream(request(len(data)), "client")
+    assert isinstance(created, StreamStatus)
+    sent = data if whole_window else data[: 40 * KiB]
+    loop = asyncio.get_running_loop()
+    for given, status in (
+        (hashlib.sha1(b"other").digest(), Status.CHECKSUM_MISMATCH),
+        (None, Status.BAD_REQUEST),
+        (hashlib.sha1(sent).digest(), Status.OK),
+    ):
+        opened = await engine.open_stream(request(len(data), created.key), "client", offset=0)
+        assert isinstance(opened, Accepted)
+        expected: asyncio.Future[bytes | None] = loop.create_future()
+        window = engine.receive(opened, Tap(), PartCheck(hashlib.sha1(), expected))
+        await window.write(sent)
+        if window.remaining:
+            window.body_ended()
+        settled = loop.create_task(window.result())
+        await asyncio.sleep(0)  # the window is settling, and waits for the checksum
+        assert not settled.done()
+        expected.set_result(given)
+        completion = await settled
+        assert completion is not None and completion.status == status
+        found = await engine.status(created.key)
+        assert isinstance(found, StreamStatus)
+        assert found.offset == (len(sent) if status == Status.OK else 0)

@@ -85,6 +85,8 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="Node is no
         {"chunkSize": 512 * 1024, "uploadLengthDeferred": True},
         {"protocol": "ietf-draft-05"},
         {"protocol": "ietf-draft-05", "chunkSize": 512 * 1024, "uploadDataDuringCreation": True},
+        # Partial uploads in parallel, then a final one made of them (concatenation).
+        {"parallelUploads": 3},
     ],
     ids=[
         "one-patch",
@@ -92,6 +94,7 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="Node is no
         "deferred-length",
         "ietf-6",
         "ietf-6-chunks-with-creation",
+        "parallel-3",
     ],
 )
 @pytest.mark.parametrize("cuts", [0, 4], ids=["direct", "cut"])

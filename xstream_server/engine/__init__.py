@@ -20,7 +20,8 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   shutdown; takeovers call it too), ``body_ended()`` (the sender has no more bytes for
   it: an HTTP body shorter than the window) or ``client_gone()``. With a ``PartCheck``
   (``receive(accepted, reading, check)``, a tus ``Upload-Checksum``) the window's bytes
-  count only once they match it: a mismatch cuts them off and answers 460.
+  count only once they match it: a mismatch cuts them off and answers 460; its expected
+  digest may be a future settled after the bytes (an HTTP trailer).
   ``await result()`` is the completion to send, or None when nobody is left to answer.
 * A window of W = 0 (the stream is complete, or finalized before a crash) has no
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
@@ -28,7 +29,8 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   window (tus creation; with a deferred length, ``set_length(key, total)`` says it later,
   and ``open_stream(..., at_most=n)`` keeps each window to the bytes the client has;
   ``partial=True`` makes a part of a tus concatenation, and ``concatenate(request,
-  client, keys)`` a stream of complete parts put end to end);
+  client, keys)`` a stream of the parts put end to end, at once when they are complete,
+  else when the last of them completes);
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
   durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
   termination), stopping a window still open on it first.

@@ -54,7 +54,7 @@ class Engine(Protocol):
 
     async def concatenate(
         self, request: StreamRequest, client: str, parts: Sequence[str]
-    ) -> tuple[StreamStatus, Completion] | Refused: ...
+    ) -> tuple[StreamStatus, Completion | None] | Refused: ...
 
     async def set_length(
         self, key: str, total: int, authorization: str | None = None

@@ -19,7 +19,7 @@ from ..app import (
     StreamContent,
     StreamRoute,
 )
-from ..protocol import PullRequest, Request, Status, StreamRequest
+from ..protocol import DataFormat, PullRequest, Request, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
 from ..storage import Storage, StorageError
@@ -57,6 +57,7 @@ class StreamEngine:
         self.maintenance = Maintenance(store, storage, settings, self.live, self.instance)
         self._shutting_down = False
         self._settling: set[asyncio.Task[None]] = set()
+        self._pouring: set[str] = set()  # final streams being concatenated here
         # Raw bytes of inline windows are read here, one read at a time (see RawWindow).
         largest = max(
             (r.max_buffer for r in app.routes.values() if isinstance(r, StreamRoute)), default=0
@@ -132,11 +133,16 @@ class StreamEngine:
 
     async def concatenate(
         self, request: StreamRequest, client: str, parts: Sequence[str]
-    ) -> tuple[StreamStatus, Completion] | Refused:
-        """A new stream on ``request.route`` made of complete partial streams, in order
-        (tus concatenation, final upload). Their bytes are poured through windows of the new
+    ) -> tuple[StreamStatus, Completion | None] | Refused:
+        """A new stream on ``request.route`` made of partial streams, in order (tus
+        concatenation, final upload). Their bytes are poured through windows of the new
         stream like any upload's, so it is hashed, checkpointed and completed (its handler
-        run) the same way. ``request.total`` is ignored: the sum of the parts'."""
+        run) the same way. ``request.total`` is ignored: the sum of the parts'.
+
+        Parts may be unfinished (tus concatenation-unfinished): the final stream is created
+        now and poured once its last part completes, in whichever process completes it;
+        the completion is None then. A part that is unfinished can be waited for by one
+        final stream only (409 for a second)."""
         if not parts:
             return Refused(Status.BAD_REQUEST, "no partial uploads to concatenate")
         found: list[StreamStatus] = []
@@ -146,39 +152,121 @@ class StreamEngine:
                 return part
             if part.route != request.route or not part.partial:
                 return Refused(Status.BAD_REQUEST, f"{key} is not a partial upload of this route")
-            if not part.complete:
-                return Refused(Status.BAD_REQUEST, f"partial upload {key} is not complete")
             found.append(part)
-        total = sum(part.total for part in found)
+        deferred = any(part.length_deferred for part in found)
+        route = self.app.routes.get(request.route)
+        most = route.max_size if isinstance(route, StreamRoute) else 0
+        total = most if deferred else sum(part.total for part in found)
         whole = dataclasses.replace(request, total=total)
-        created = await self._negotiator.create(whole, client, concat=tuple(parts))
+        created = await self._negotiator.create(
+            whole, client, length_deferred=deferred, concat=tuple(parts)
+        )
         if isinstance(created, Refused):
             return created
         key = created.key
-        offset = 0
-        completion: Completion | None
-        while True:
-            opened = await self.open_stream(
-                dataclasses.replace(whole, key=key), client, offset=offset
-            )
-            if isinstance(opened, Refused):
-                return opened
-            if not opened.window:
-                completion = await opened.session.finish()
-                break
-            window = self.receive(opened, _Unpaused())
-            async for chunk in self._concatenated(found, offset, opened.window):
-                await window.write(chunk)
-            completion = await window.result()
-            if completion is None or completion.status != Status.OK or not completion.missing:
-                break
-            offset = total - completion.missing
+        try:
+            for part in found:
+                if not part.complete:
+                    answer = await self._wait_for(part.key, key)
+                    if answer != "ok":
+                        await self._negotiator.terminate(key)
+                        if answer == "gone":
+                            return Refused(Status.GONE, f"partial upload {part.key} is gone")
+                        return Refused(
+                            Status.CONFLICT,
+                            f"another final upload waits for partial upload {part.key}",
+                        )
+        except StateUnavailable:
+            return Refused(Status.UNAVAILABLE, "state store unreachable")
+        # Every unfinished part now names this final stream, so the one completing last
+        # pours it; if they all completed meanwhile, it is poured here.
+        completion = await self._finish_final(key)
         status = await self.status(key, request.authorization)
         if isinstance(status, Refused):
             return status
-        if completion is None:
-            return Refused(Status.SERVER_ERROR, "concatenation interrupted")
         return status, completion
+
+    async def _wait_for(self, part: str, final: str) -> str:
+        """Note ``final`` on unfinished ``part`` (see ``StateStore.set_final``); a final
+        stream noted there before that is gone since (terminated, expired) is replaced."""
+        answer = await self.store.set_final(part, final)
+        if answer == "taken":
+            record = await self.store.get(part)
+            earlier = record.final if record is not None else None
+            if earlier is not None and not await self.store.exists(earlier):
+                answer = await self.store.set_final(part, final, replacing=earlier)
+        return answer
+
+    async def _finish_final(self, key: str) -> Completion | None:
+        """Pour final stream ``key`` from its parts if they are all complete; its completion,
+        or None when it is not poured now (a part unfinished, or poured already or
+        elsewhere). A pour that fails is logged; the final stream stays incomplete."""
+        if key in self._pouring:
+            return None
+        self._pouring.add(key)
+        try:
+            return await self._pour(key)
+        except Exception:
+            log.exception("final stream %s: concatenating its parts failed", key)
+            return None
+        finally:
+            self._pouring.discard(key)
+
+    async def _pour(self, key: str) -> Completion | None:
+        final = await self.store.get(key)
+        if final is None or final.concat is None or final.state is StreamState.COMPLETE:
+            return None
+        parts: list[StreamStatus] = []
+        for part_key in final.concat:
+            part = await self.store.get(part_key)
+            if part is None or part.state is not StreamState.COMPLETE:
+                return None
+            parts.append(_status_of(part))
+        total = sum(part.total for part in parts)
+        if final.length_deferred:
+            refused = await self._negotiator.set_total(key, total)
+            if refused is not None:
+                log.warning("final stream %s: %s", key, refused.message)
+                return None
+        request = StreamRequest(
+            final.route,
+            None,
+            DataFormat.BYTES,
+            total,
+            final.buffer_size,
+            key=key,
+            metadata=dict(final.metadata),
+        )
+        offset = final.offset
+        while True:
+            opened = await self._negotiator.open(request, "engine", offset=offset, trusted=True)
+            if isinstance(opened, Refused):
+                log.warning("final stream %s not poured: %s", key, opened.message)
+                return None
+            if not opened.window:
+                return await opened.session.finish()
+            window = self.receive(opened, _Unpaused())
+            async for chunk in self._concatenated(parts, offset, opened.window):
+                await window.write(chunk)
+            completion = await window.result()
+            if completion is None or completion.status != Status.OK or not completion.missing:
+                return completion
+            offset = total - completion.missing
+
+    def _partial_completed(self, key: str) -> None:
+        """Partial stream ``key`` is complete: the final stream waiting for it, if any,
+        may be poured now."""
+
+        async def pour_waiting() -> None:
+            try:
+                record = await self.store.get(key)
+            except StateUnavailable:
+                log.warning("partial stream %s complete, its final stream not checked", key)
+                return
+            if record is not None and record.final is not None:
+                await self._finish_final(record.final)
+
+        self._track(asyncio.get_running_loop().create_task(pour_waiting()))
 
     async def _concatenated(
         self, parts: Sequence[StreamStatus], offset: int, size: int
@@ -365,7 +453,10 @@ class StreamEngine:
 
     # ---- what sessions call (SessionHost) -----------------------------------------------
     async def complete(self, session: StreamSession) -> Completion:
-        return await self._completer.complete(session)
+        completion = await self._completer.complete(session)
+        if session.record.partial and completion.status == Status.OK and not completion.missing:
+            self._partial_completed(session.key)
+        return completion
 
     def session_ended(self, session: StreamSession) -> None:
         self.live.remove(session)

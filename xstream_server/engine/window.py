@@ -63,13 +63,25 @@ class PartCheck:
     ``Upload-Checksum``): ``digest`` is fed every byte, ``expected`` is what it must give.
     Until the window's end the bytes are neither checkpointed nor in the stream's sha256;
     then they are kept if the body was whole and matches, and cut off otherwise (the
-    offset does not move)."""
+    offset does not move).
+
+    ``expected`` may be a future, for a checksum that comes after the bytes (an HTTP
+    trailer): the window waits for it once its bytes are in. Its result None means no
+    usable checksum came; the bytes are cut off then too (answered 400, not 460). Whoever
+    gives the future must settle it when the bytes end, however they end."""
 
     digest: CheckDigest
-    expected: bytes
+    expected: bytes | asyncio.Future[bytes | None]
 
-    def matches(self) -> bool:
-        return hmac.compare_digest(self.digest.digest(), self.expected)
+    async def refusal(self) -> tuple[Status, str] | None:
+        """None when the bytes match; else the answer, the bytes being discarded."""
+        given = self.expected
+        expected = given if isinstance(given, bytes) else await given
+        if expected is None:
+            return Status.BAD_REQUEST, "no usable checksum came after the bytes: part discarded"
+        if not hmac.compare_digest(self.digest.digest(), expected):
+            return Status.CHECKSUM_MISMATCH, "checksum mismatch: part discarded"
+        return None
 
 
 class RawWindow:
@@ -242,13 +254,14 @@ class RawWindow:
                     await session.write(self._views[self._current][: self._fill])
                 except Exception as exc:
                     error = exc
-            refused = False
+            refused: tuple[Status, str] | None = None
             if self._check is not None:
                 whole = error is None and (done or self._body_ended)
-                if whole and self._check.matches():
+                if whole:
+                    refused = await self._check.refusal()
+                if whole and refused is None:
                     session.commit()
                 else:
-                    refused = whole
                     try:
                         await session.roll_back()
                     except Exception as exc:
@@ -257,7 +270,7 @@ class RawWindow:
                 completion = await session.finish()
             else:
                 if refused:
-                    status, message = Status.CHECKSUM_MISMATCH, "checksum mismatch: part discarded"
+                    status, message = refused
                 elif error:
                     status, message = status_of_error(error)
                 else:

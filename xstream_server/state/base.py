@@ -73,6 +73,8 @@ class StreamRecord:
     # the partial streams a final one was made of.
     partial: bool = False
     concat: tuple[str, ...] | None = None
+    # A partial stream that a final one is waiting for (tus concatenation-unfinished).
+    final: str | None = None
 
 
 class StateStore(Protocol):
@@ -107,6 +109,12 @@ class StateStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def set_final(self, key: str, final: str, replacing: str | None = None) -> str:
+        """Note on partial stream ``key`` that ``final`` waits for it: ``ok`` (also when it
+        was noted already, or when ``replacing`` was), ``gone`` (no such stream), or
+        ``taken`` (another final waits for it)."""
+        ...
 
     async def set_total(self, key: str, total: int) -> str:
         """Fix the length of a stream created with a deferred one: ``"ok"``, or ``"gone"``,

@@ -7,7 +7,8 @@ keys live in one slot and the Lua scripts below stay cluster-safe):
                    updated expiry metadata principal checksum``, ``deferred`` (``1`` while
                    the length is still to be said; ``total`` is then the most it may be),
                    ``partial`` (``1``: a part of a tus concatenation), ``concat`` (JSON
-                   list of the partial keys a final stream was made of); once finalized,
+                   list of the partial keys a final stream was made of), ``final`` (on a
+                   partial stream: the final one waiting for it); once finalized,
                    ``sha256`` and ``attempts`` (completion handler runs begun); once complete,
                    ``result_status result_headers result_payload result_format``.
                    TTL: the stream's expiry, renewed at every checkpoint; twice that for
@@ -101,6 +102,15 @@ if fields[1] ~= '1' then return 'known' end
 if tonumber(fields[2]) > tonumber(ARGV[1]) then return 'short' end
 redis.call('HSET', KEYS[1], 'total', ARGV[1])
 redis.call('HDEL', KEYS[1], 'deferred')
+return 'ok'
+"""
+
+# KEYS: stream (a partial one). ARGV: the final stream's key, the one it may replace.
+_SET_FINAL: Final = """
+local fields = redis.call('HMGET', KEYS[1], 'route', 'final')
+if not fields[1] then return 'gone' end
+if fields[2] and fields[2] ~= ARGV[1] and fields[2] ~= ARGV[2] then return 'taken' end
+redis.call('HSET', KEYS[1], 'final', ARGV[1])
 return 'ok'
 """
 
@@ -207,6 +217,7 @@ class RedisStateStore:
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._set_total = self._redis.register_script(_SET_TOTAL)
+        self._set_final = self._redis.register_script(_SET_FINAL)
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
@@ -280,7 +291,13 @@ class RedisStateStore:
             length_deferred=raw.get(b"deferred") == b"1",
             partial=raw.get(b"partial") == b"1",
             concat=tuple(json.loads(raw[b"concat"])) if b"concat" in raw else None,
+            final=_text(raw.get(b"final")),
         )
+
+    @_unavailable_on_redis_error
+    async def set_final(self, key: str, final: str, replacing: str | None = None) -> str:
+        answer = await self._set_final(keys=[_stream_key(key)], args=[final, replacing or ""])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     @_unavailable_on_redis_error
     async def set_total(self, key: str, total: int) -> str:

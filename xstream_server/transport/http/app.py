@@ -64,14 +64,14 @@ def _stream_routes(context: HttpContext, route: StreamRoute) -> list[BaseRoute]:
                 return ietf.options(request)
             return await ietf.create(request)
         if request.method == "OPTIONS":
-            return tus.options()
+            return tus.options(request)
         return await tus.create(request)
 
     async def upload(request: Request) -> Response:
         if request.method == "GET":
             return await download.get(request)
         if request.method == "OPTIONS":
-            return ietf.options(request) if is_ietf(request) else tus.options()
+            return ietf.options(request) if is_ietf(request) else tus.options(request)
         face: TusEndpoint | IetfEndpoint = ietf if is_ietf(request) else tus
         if request.method == "HEAD":
             return await face.head(request)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
@@ -70,14 +70,21 @@ async def receive_body(
     windows: OpenWindows,
     check: PartCheck | None = None,
     stall_timeout: float | None = None,
+    body_end: Callable[[bool], None] | None = None,
 ) -> Received:
     """Fill ``accepted``'s window from ``body`` and settle it; the completion's ``missing``
     counts from the durable offset. Bytes past the window's end are not read. With
     ``check``, the bytes count only if the whole body matches it (else 460). A body that
-    sends nothing for ``stall_timeout`` seconds ends the window with 408."""
+    sends nothing for ``stall_timeout`` seconds ends the window with 408. ``body_end`` is
+    called once, with True as soon as the body is known to have ended within the window
+    (its trailer fields are in then), and with False if it is not read to its end."""
     window = engine.receive(accepted, _Pulled(), check)
     windows.add(window)
-    pump = asyncio.get_running_loop().create_task(_pump(window, body, stall_timeout))
+    pump = asyncio.get_running_loop().create_task(
+        _pump(window, body, stall_timeout, body_end or _ignore)
+    )
+    if body_end is not None:
+        pump.add_done_callback(lambda _: body_end(False))
     try:
         completion = await window.result()
     finally:
@@ -89,13 +96,26 @@ async def receive_body(
     return Received(completion, not pump.cancelled() and pump.result())
 
 
-async def _pump(window: RawWindow, body: AsyncIterator[bytes], stall: float | None) -> bool:
+def _ignore(ended: bool) -> None:
+    return None
+
+
+async def _pump(
+    window: RawWindow,
+    body: AsyncIterator[bytes],
+    stall: float | None,
+    body_end: Callable[[bool], None],
+) -> bool:
     """Pour ``body`` into ``window``; True when the body was read to its end."""
     loop = asyncio.get_running_loop()
     timer: asyncio.TimerHandle | None = None
+    me = asyncio.current_task()
 
     def stalled() -> None:
         window.stop(Status.TIMEOUT, f"no body bytes for {stall:g} s")
+        if window.ending and me is not None:
+            # Full already, and waiting for the body's end (a trailer may be awaited).
+            me.cancel()
 
     def rearm() -> None:  # a timer handle reset on data, not a task per chunk
         nonlocal timer
@@ -115,7 +135,9 @@ async def _pump(window: RawWindow, body: AsyncIterator[bytes], stall: float | No
             await window.write(chunk if fits else chunk[: window.remaining])
             if not window.remaining:
                 # All W bytes are in (the window settles by itself): was that the body?
-                return fits and await anext(chunks, b"") == b""
+                whole = fits and await anext(chunks, b"") == b""
+                body_end(whole)
+                return whole
             if window.ending:
                 return False
     except ClientDisconnect:
@@ -128,5 +150,6 @@ async def _pump(window: RawWindow, body: AsyncIterator[bytes], stall: float | No
     finally:
         if timer is not None:
             timer.cancel()
+    body_end(True)
     window.body_ended()
     return True

@@ -22,13 +22,12 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...app import StreamRoute
 from ...engine import Refused, StreamStatus
 from ...protocol import Status
-from .context import HttpContext, key_of
+from .endpoint import UploadEndpoint
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, parse_metadata
-from .uploads import Appended, append, create, lookup, set_length
+from .uploads import Appended, append, create, lookup
 
 __all__ = ["INTEROP_HEADER", "INTEROP_VERSIONS", "IetfEndpoint", "is_ietf"]
 
@@ -60,12 +59,8 @@ def _sf(flag: bool) -> str:
     return "?1" if flag else "?0"
 
 
-class IetfEndpoint:
+class IetfEndpoint(UploadEndpoint):
     """The IETF-draft face of one stream route."""
-
-    def __init__(self, context: HttpContext, route: StreamRoute) -> None:
-        self.context = context
-        self.route = route
 
     def _problem(
         self,
@@ -126,9 +121,8 @@ class IetfEndpoint:
         # No length yet (more is coming): the length is deferred until a request completes.
         created = await create(self.context, self.route, request, total, metadata)
         if isinstance(created, Refused):
-            return self._problem(http_status(created.status), created.message)
-        location = f"{request.scope.get('root_path', '')}{self.route.path}/{created.key}"
-        headers = {"Location": location, "Upload-Limit": self._limits()}
+            return self._refused(created)
+        headers = {"Location": self._location(request, created.key), "Upload-Limit": self._limits()}
         if not has_body and total != 0:
             headers.update({"Upload-Offset": "0", "Upload-Complete": "?0"})
             return Response(status_code=201, headers=headers)
@@ -179,16 +173,11 @@ class IetfEndpoint:
             return found
         if found.complete:
             return self._problem(400, "the upload is complete", problem_type=COMPLETED_UPLOAD)
-        at_most = None
-        if found.length_deferred and complete and length is not None:
-            fixed = await set_length(self.context, request, found.key, offset + length)
-            if isinstance(fixed, Refused):
-                return self._problem(http_status(fixed.status), fixed.message)
-            found = fixed
-        elif found.length_deferred:
-            if length is None:
-                return self._problem(411, "Content-Length required until the length is known")
-            at_most = length
+        said = offset + length if complete and length is not None else None
+        deferred = await self._deferred_length(request, found, said, length)
+        if isinstance(deferred, Response):
+            return deferred
+        found, at_most = deferred
         if length is not None and (
             offset + length > found.total or (complete and offset + length != found.total)
         ):
@@ -210,30 +199,7 @@ class IetfEndpoint:
                 return self._mismatch(now.offset, offset)
         return self._after_append(appended, complete, {}, 204)
 
-    async def delete(self, request: Request) -> Response:
-        if (wrong := self._version_problem(request)) is not None:
-            return wrong
-        found = await self._find(request)
-        if not isinstance(found, StreamStatus):
-            return found
-        assert self.context.engine is not None
-        refused = await self.context.engine.terminate(
-            found.key, request.headers.get("authorization")
-        )
-        if refused is not None:
-            return self._problem(http_status(refused.status), refused.message)
-        return Response(status_code=204)
-
     # ---- shared ------------------------------------------------------------------------
-    async def _find(self, request: Request) -> StreamStatus | Response:
-        key = key_of(request)
-        if key is None:
-            return self._problem(404, "no such upload")
-        found = await lookup(self.context, self.route, key, request)
-        if isinstance(found, Refused):
-            return self._problem(http_status(found.status), found.message)
-        return found
-
     def _mismatch(self, expected: int, provided: int) -> Response:
         response = self._problem(
             409,
@@ -251,14 +217,9 @@ class IetfEndpoint:
         success: int,
     ) -> Response:
         if isinstance(appended, Refused):
-            return self._problem(http_status(appended.status), appended.message, headers)
-        headers["Upload-Offset"] = str(appended.offset)
+            return self._refused(appended, headers)
+        self._appended_headers(appended, headers)
         headers["Upload-Complete"] = _sf(appended.complete)
-        if not appended.body_read:
-            headers["Connection"] = "close"
-        for name, value in appended.headers.items():
-            if name.startswith("x-stream-"):
-                headers[name] = str(value)
         if appended.status != Status.OK:
             return self._problem(http_status(appended.status), appended.message or "", headers)
         if complete and not appended.complete and appended.body_read:

@@ -12,6 +12,8 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp
 
+from .trailers import TrailerHttpToolsProtocol
+
 __all__ = ["HttpTransportServer"]
 
 
@@ -36,7 +38,7 @@ class HttpTransportServer:
         config = uvicorn.Config(
             self._app,
             loop="none",
-            http="httptools",
+            http=TrailerHttpToolsProtocol,
             ws="websockets-sansio",
             # A message larger than this closes the WebSocket (1009); clients send raw
             # bytes in far smaller slices.

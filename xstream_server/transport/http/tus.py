@@ -3,38 +3,37 @@
 terminate. Everything stream-related is the engine's; this module reads and writes headers.
 
 Extensions: creation, creation-with-upload, creation-defer-length, expiration,
-termination, concatenation (of complete partial uploads), checksum (sha1 and sha256: a
+termination, concatenation and concatenation-unfinished (a final upload made of partial
+uploads, complete or not: it completes when the last of them does), checksum (sha1 and sha256: a
 PATCH's bytes count only once its ``Upload-Checksum`` is verified, else 460 and the
-offset does not move).
+offset does not move), and checksum-trailer (the same, with ``Upload-Checksum`` as a
+trailer field of a chunked body) when the server collects trailers (see ``trailers``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...app import StreamRoute
-from ...engine import PartCheck, Refused, StreamStatus
-from ...engine.window import CheckDigest
+from ...engine import Refused, StreamStatus
 from ...protocol import Status
-from .context import KEY, HttpContext, key_of
+from .checksums import CHECKSUMS, checksum_of
+from .context import KEY
+from .endpoint import UploadEndpoint
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
-from .uploads import Appended, append, concatenate, create, lookup, set_length
+from .trailers import trailers_of
+from .uploads import Appended, append, concatenate, create
 
 __all__ = [
     "OFFSET_CONTENT_TYPE",
     "TUS_EXTENSIONS",
     "TUS_VERSION",
     "TusEndpoint",
-    "parse_checksum",
 ]
 
 TUS_VERSION: Final = "1.0.0"
@@ -46,51 +45,27 @@ TUS_EXTENSIONS: Final = (
     "checksum",
     "creation-defer-length",
     "concatenation",
+    "concatenation-unfinished",
 )
-# Upload-Checksum algorithms (tus makes sha1 mandatory).
-CHECKSUMS: Final[Mapping[str, Callable[[], CheckDigest]]] = {
-    "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256,
-}
+# Listed only when the server collects request trailers (the xstream server does).
+TRAILER_EXTENSION: Final = "checksum-trailer"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 
 
-def parse_checksum(value: str | None) -> PartCheck | None:
-    """``Upload-Checksum: <algorithm> <base64 digest>``."""
-    if value is None:
-        return None
-    algorithm, _, encoded = value.strip().partition(" ")
-    make = CHECKSUMS.get(algorithm.lower())
-    if make is None:
-        raise BadHeader(f"checksum algorithm {algorithm!r} not supported: {','.join(CHECKSUMS)}")
-    digest = make()
-    try:
-        expected = base64.b64decode(encoded.strip(), validate=True)
-    except binascii.Error as exc:
-        raise BadHeader("Upload-Checksum digest is not base64") from exc
-    if len(expected) != len(digest.digest()):
-        raise BadHeader(f"Upload-Checksum is not a {algorithm} digest")
-    return PartCheck(digest, expected)
-
-
-class TusEndpoint:
+class TusEndpoint(UploadEndpoint):
     """The tus face of one stream route."""
 
-    def __init__(self, context: HttpContext, route: StreamRoute) -> None:
-        self.context = context
-        self.route = route
-
     # ---- responses ---------------------------------------------------------------------
+    def _base_headers(self) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION}
+
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return {"Tus-Resumable": TUS_VERSION, **(extra or {})}
+        return {**self._base_headers(), **(extra or {})}
 
     def _problem(
         self, status: int, message: str, extra: Mapping[str, str] | None = None
     ) -> Response:
         return problem(status, message, self._headers(extra))
-
-    def _refused(self, refused: Refused) -> Response:
-        return self._problem(http_status(refused.status), refused.message)
 
     def _version_problem(self, request: Request) -> Response | None:
         if request.headers.get("tus-resumable") != TUS_VERSION:
@@ -99,17 +74,17 @@ class TusEndpoint:
             )
         return None
 
-    def _location(self, request: Request, key: str) -> str:
-        return f"{request.scope.get('root_path', '')}{self.route.path}/{key}"
-
     # ---- /R ----------------------------------------------------------------------------
-    def options(self) -> Response:
+    def options(self, request: Request) -> Response:
         """Discovery; like every OPTIONS response it carries no Tus-Resumable."""
+        extensions = list(TUS_EXTENSIONS)
+        if trailers_of(request.scope) is not None:
+            extensions.append(TRAILER_EXTENSION)
         return Response(
             status_code=204,
             headers={
                 "Tus-Version": TUS_VERSION,
-                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Extension": ",".join(extensions),
                 "Tus-Max-Size": str(self.route.max_size),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
             },
@@ -127,7 +102,7 @@ class TusEndpoint:
             total = decimal_header(request, "upload-length")
             metadata = parse_metadata(request.headers.get("upload-metadata", ""))
             length = decimal_header(request, "content-length")
-            check = parse_checksum(request.headers.get("upload-checksum"))
+            check, body_end = checksum_of(request)
         except BadHeader as exc:
             return self._problem(400, str(exc))
         deferred = request.headers.get("upload-defer-length")
@@ -165,6 +140,7 @@ class TusEndpoint:
             0,
             check,
             length if created.length_deferred else None,
+            body_end,
         )
         return self._after_append(appended, 201, headers)
 
@@ -190,6 +166,8 @@ class TusEndpoint:
             return self._refused(made)
         final, completion = made
         headers = {"Location": self._location(request, final.key)}
+        if completion is None:  # parts still unfinished: it completes when they are
+            return Response(status_code=201, headers=self._headers(headers))
         for name, value in completion.headers.items():
             if name.startswith("x-stream-"):
                 headers[name] = str(value)
@@ -204,9 +182,14 @@ class TusEndpoint:
         found = await self._find(request)
         if not isinstance(found, StreamStatus):
             return found
-        headers = {"Upload-Offset": str(found.offset), "Cache-Control": "no-store"}
+        headers = {"Cache-Control": "no-store"}
+        # A final upload has no offset before its parts are concatenated (tus
+        # concatenation-unfinished): the client has nothing to resume.
+        if found.concat is None or found.complete:
+            headers["Upload-Offset"] = str(found.offset)
         if found.length_deferred:
-            headers["Upload-Defer-Length"] = "1"
+            if found.concat is None:
+                headers["Upload-Defer-Length"] = "1"
         else:
             headers["Upload-Length"] = str(found.total)
         if found.partial:
@@ -228,7 +211,7 @@ class TusEndpoint:
         try:
             offset = decimal_header(request, "upload-offset")
             length = decimal_header(request, "content-length")
-            check = parse_checksum(request.headers.get("upload-checksum"))
+            check, body_end = checksum_of(request)
             total = decimal_header(request, "upload-length")
         except BadHeader as exc:
             return self._problem(400, str(exc))
@@ -239,60 +222,36 @@ class TusEndpoint:
             return found
         if found.concat is not None:
             return self._problem(403, "a final upload is made of its parts: no PATCH")
-        at_most = None
-        if found.length_deferred and total is not None:
-            fixed = await set_length(self.context, request, found.key, total)
-            if isinstance(fixed, Refused):
-                return self._refused(fixed)
-            found = fixed
-        elif found.length_deferred:
-            if length is None:
-                return self._problem(411, "Content-Length required until the length is known")
-            at_most = length
+        deferred = await self._deferred_length(request, found, total, length)
+        if isinstance(deferred, Response):
+            return deferred
+        found, at_most = deferred
         if length is not None and offset + length > found.total:
             return self._problem(
                 413, f"{length} bytes from offset {offset} pass the upload's length {found.total}"
             )
         appended = await append(
-            self.context, self.route, request, found.key, found.total, offset, check, at_most
+            self.context,
+            self.route,
+            request,
+            found.key,
+            found.total,
+            offset,
+            check,
+            at_most,
+            body_end,
         )
         return self._after_append(appended, 204, {})
 
-    async def delete(self, request: Request) -> Response:
-        if (wrong := self._version_problem(request)) is not None:
-            return wrong
-        found = await self._find(request)
-        if not isinstance(found, StreamStatus):
-            return found
-        assert self.context.engine is not None
-        refused = await self.context.engine.terminate(
-            found.key, request.headers.get("authorization")
-        )
-        if refused is not None:
-            return self._refused(refused)
-        return Response(status_code=204, headers=self._headers())
-
     # ---- shared ------------------------------------------------------------------------
-    async def _find(self, request: Request) -> StreamStatus | Response:
-        key = key_of(request)
-        if key is None:
-            return self._problem(404, "no such upload")
-        found = await lookup(self.context, self.route, key, request)
-        return self._refused(found) if isinstance(found, Refused) else found
-
     def _after_append(
         self, appended: Appended | Refused, success: int, headers: dict[str, str]
     ) -> Response:
         if isinstance(appended, Refused):  # a creation's Location goes with it
-            return self._problem(http_status(appended.status), appended.message, headers)
-        headers["Upload-Offset"] = str(appended.offset)
-        if not appended.body_read:
-            headers["Connection"] = "close"
+            return self._refused(appended, headers)
+        self._appended_headers(appended, headers)
         if appended.expires is not None and not appended.complete:
             headers["Upload-Expires"] = http_date(appended.expires)
-        for name, value in appended.headers.items():
-            if name.startswith("x-stream-"):
-                headers[name] = str(value)
         if appended.status != Status.OK:
             return self._problem(http_status(appended.status), appended.message or "", headers)
         return Response(status_code=success, headers=self._headers(headers))

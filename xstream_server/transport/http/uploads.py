@@ -8,7 +8,7 @@ and recorded before it is said.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -112,7 +112,9 @@ async def concatenate(
     request: Request,
     keys: list[str],
     metadata: Mapping[str, str],
-) -> tuple[StreamStatus, Completion] | Refused:
+) -> tuple[StreamStatus, Completion | None] | Refused:
+    """A final upload of the partial ones ``keys``; no completion while some of them are
+    unfinished (it completes when they are)."""
     engine = context.engine
     if engine is None:
         return Refused(Status.UNAVAILABLE, "server not started")
@@ -139,9 +141,11 @@ async def append(
     offset: int,
     check: PartCheck | None = None,
     at_most: int | None = None,
+    body_end: Callable[[bool], None] | None = None,
 ) -> Appended | Refused:
     """The request's body, from ``offset`` (which must be the durable one, else 409); with
-    ``check``, counted only if it matches (else 460, the offset unchanged)."""
+    ``check``, counted only if it matches (else 460, the offset unchanged). ``body_end``:
+    see ``receive_body``."""
     engine = context.engine
     if engine is None:
         return Refused(Status.UNAVAILABLE, "server not started")
@@ -163,7 +167,13 @@ async def append(
         )
     if opened.window:
         received = await receive_body(
-            engine, opened, request.stream(), context.windows, check, context.stall_timeout
+            engine,
+            opened,
+            request.stream(),
+            context.windows,
+            check,
+            context.stall_timeout,
+            body_end,
         )
         completion, body_read = received.completion, received.body_read
     else:  # complete already: its result again, no bytes to take
