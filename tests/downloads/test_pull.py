@@ -305,3 +305,30 @@ async def test_pull_over_websocket_resumes_a_tcp_one(server: Server) -> None:
         assert head + tail == data
         echoed = await ws.request({"route": "/echo", "data-format": "json"}, b"3")
         assert echoed.payload == b"3"
+
+
+async def test_http_get_follows_the_same_principal_rule(server: Server) -> None:
+    """``GET /upload-file/K`` reads through the same engine API: a token's upload only
+    for its principal; an anonymous one for anyone with the key."""
+    import httpx
+
+    secret = server_secret(server.settings)
+    alice = f"Bearer {issue_token(secret, '@alice')}"
+    bob = f"Bearer {issue_token(secret, '@bob')}"
+    async with await Wire.connect(server.port) as wire:
+        owned = await upload(wire, b"alice's bytes", authorization=alice)
+        anonymous = await upload(wire, b"anyone's bytes")
+    base = f"http://127.0.0.1:{server.http_port}/upload-file"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{base}/{owned}")).status_code == 403
+        assert (
+            await http.get(f"{base}/{owned}", headers={"Authorization": bob})
+        ).status_code == 403
+        mine = await http.get(f"{base}/{owned}", headers={"Authorization": alice})
+        assert (mine.status_code, mine.content) == (200, b"alice's bytes")
+        ranged = await http.get(
+            f"{base}/{owned}", headers={"Authorization": alice, "Range": "bytes=8-"}
+        )
+        assert (ranged.status_code, ranged.content) == (206, b"bytes")
+        shared = await http.get(f"{base}/{anonymous}", headers={"Authorization": bob})
+        assert (shared.status_code, shared.content) == (200, b"anyone's bytes")

@@ -342,7 +342,7 @@ async def test_live_relay_the_receiver_pulls_while_the_sender_uploads(
                     tmp_path / "live.bin",
                     server=server,
                     authorization=bearer("@bob"),
-                    on_progress=lambda held, _: seen.append(held),
+                    on_progress=lambda progress: seen.append(progress.acknowledged),
                 )
             )
             # The sender trickles on (a checkpoint follows a write); the receiver gets
@@ -408,11 +408,11 @@ async def test_only_the_addressee_pulls_and_only_after_accepting(
     for who, status in (("@bob", 409), ("@carol", 403), ("@alice", 403)):
         async with connect(server) as conn:
             with pytest.raises(RequestError) as refused:
-                await conn.pull("/send/get", 0, 65536, key=result.key, authorization=bearer(who))
+                await conn.pull("/send/get", key=result.key, authorization=bearer(who))
             assert refused.value.status == status, who
     async with connect(server) as conn:
         with pytest.raises(AuthenticationError):
-            await conn.pull("/send/get", 0, 65536, key=result.key)
+            await conn.pull("/send/get", key=result.key)
     await bob.accept(result.key)
     got = await receive(result.key, tmp_path / "x", server=server, authorization=bearer("@bob"))
     assert got.size == 5000

@@ -1,4 +1,5 @@
-"""``xstream`` — upload files to an x-stream server, resuming where an earlier run stopped.
+"""``xstream`` — upload files to an x-stream server and download them back, resuming where
+an earlier run stopped; ``xstream token`` issues bearer tokens on the server's machine.
 
 Human output goes to stderr (progress bar, notes) and stdout (the key, the result); with
 ``--json`` stdout carries one JSON object per line instead (``event``: ``key``, ``retry``,
@@ -38,7 +39,9 @@ from ..client import (
     UploadResult,
     XStreamError,
     connect,
+    download,
     parse_address,
+    partial_path,
 )
 from ..client.connection import Transport
 from ..client.errors import ChecksumMismatchError
@@ -485,7 +488,8 @@ def _print_result(result: UploadResult, out: Output) -> None:
 class _ProgressBar:
     """tqdm showing bytes sent, rate and time left; notes the confirmed bytes too."""
 
-    def __init__(self, total: int, *, disabled: bool) -> None:
+    def __init__(self, total: int, *, disabled: bool, confirmed: bool = True) -> None:
+        self._confirmed = confirmed
         self._bar: tqdm[Any] = tqdm(
             total=total,
             unit="B",
@@ -510,7 +514,8 @@ class _ProgressBar:
             bar.initial = bar.n = progress.sent
         else:
             bar.update(progress.sent - bar.n)
-        bar.set_postfix_str(f"confirmed {progress.acknowledged * 100 // progress.total}%")
+        if self._confirmed and progress.total:
+            bar.set_postfix_str(f"confirmed {progress.acknowledged * 100 // progress.total}%")
 
     def write(self, message: str, *, stdout: bool = False) -> None:
         self._bar.write(message, file=sys.stdout if stdout else sys.stderr)
@@ -702,6 +707,138 @@ async def _request(
             click.echo(content)
         else:
             click.echo(json.dumps(content, indent=2, default=_jsonable))
+    return EXIT_OK
+
+
+# -- get -----------------------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("key")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="where to write the content [default: KEY in the current folder]",
+)
+@_server_option
+@_transport_option
+@click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="route to pull from")
+@click.option("--retries", default=8, show_default=True, help="reconnects without progress")
+@click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
+@_quiet_option
+@click.pass_context
+def get(
+    ctx: click.Context,
+    key: str,
+    output: Path | None,
+    server: str | None,
+    route: str,
+    retries: int,
+    retry_delay: float,
+    json_mode: bool,
+    quiet: bool,
+) -> None:
+    """Download the content of KEY (on the default route: a completed upload).
+
+    Bytes gather in OUTPUT.part and it becomes OUTPUT once its sha256 matches the
+    server's. An interrupted download (Ctrl-C, a dropped network) resumes from the
+    partial file: run the same command again.
+    """
+    out = _output(ctx, quiet, json_mode)
+    address = _resolve_server(ctx, server)
+    target = output if output is not None else Path(key)
+    _run(
+        lambda: _get(
+            key,
+            target,
+            address,
+            route,
+            RetryPolicy(retries, retry_delay),
+            ctx.obj["authorization"],
+            ctx.obj["transport"],
+            out,
+        )
+    )
+
+
+async def _get(
+    key: str,
+    target: Path,
+    server: str,
+    route: str,
+    retry: RetryPolicy,
+    authorization: str | None,
+    transport: Transport,
+    out: Output,
+) -> int:
+    bar = _ProgressBar(0, disabled=out.quiet or out.json_mode, confirmed=False)
+
+    def on_retry(attempt: int, delay: float, error: Exception) -> None:
+        out.event("retry", attempt=attempt, delay=round(delay, 3), reason=str(error))
+        if not out.quiet and not out.json_mode:
+            bar.write(f"connection lost ({error}); retry {attempt} in {delay:.1f} s")
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopped_by: list[int] = []
+
+    def stop(signum: int) -> None:
+        stopped_by.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        result = await download(
+            key,
+            target,
+            server=server,
+            route=route,
+            authorization=authorization,
+            retry=retry,
+            on_progress=bar.update,
+            on_retry=on_retry,
+            transport=transport,
+        )
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        task.uncancel()
+        part = partial_path(target)
+        held = part.stat().st_size if part.exists() else 0
+        name = signal.Signals(stopped_by[0]).name
+        click.echo(
+            f"xstream: {name}: stopped with {held} bytes in {part}; run the same command "
+            "again to resume",
+            err=True,
+        )
+        out.event("interrupted", signal=name, key=key, received=held)
+        return EXIT_INTERRUPTED if stopped_by[0] == signal.SIGINT else EXIT_TERMINATED
+    except (XStreamError, ClientError) as exc:
+        _server_errors(out, exc, key)
+    except OSError as exc:
+        out.fail(EXIT_USAGE, f"cannot write {target}: {exc}")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        bar.close()
+    if out.json_mode:
+        out.event(
+            "done",
+            key=result.key,
+            path=result.path,
+            size=result.size,
+            sha256=result.sha256,
+            verified=result.verified,
+            resumed_from=result.resumed_from,
+            reconnects=result.reconnects,
+        )
+    elif not out.quiet:
+        check = "verified" if result.verified else "not announced by the server"
+        click.echo(f"{result.path}  {result.size} bytes  sha256 {result.sha256} ({check})")
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 import click
 
 from ..app import Notification
-from ..client import ClientError, Progress, RetryPolicy, Upload, XStreamError
+from ..client import ClientError, RetryPolicy, Upload, XStreamError
 from ..client.people import SEND_ROUTE, People, people, receive
 from .client import (
     EXIT_CODES_HELP,
@@ -359,16 +359,13 @@ async def download(me: People, key: str, path: Path, size: int, out: Output) -> 
     bar = _ProgressBar(size, disabled=out.quiet or out.json_mode)
     server = me.connection_address
 
-    def progress(held: int, total: int) -> None:
-        bar.update(Progress(held, held, total))
-
     try:
         received = await receive(
             key,
             path,
             server=server,
             authorization=me.authorization,
-            on_progress=progress,
+            on_progress=bar.update,
             transport=me.transport,
         )
     finally:

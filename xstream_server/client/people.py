@@ -12,18 +12,15 @@ notifications, and send-to-user (send, accept, deny, done).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 from ..app import Notification
-from .connection import ClientConnection, ConnectionLostError, Transport, connect
-from .errors import ConnectionFailedError, IntegrityError, RetryableServerError
+from .connection import ClientConnection, Transport, connect
+from .download import DownloadResult, download
+from .errors import IntegrityError
 from .progress import ProgressCallback
 from .upload import DEFAULT_SERVER, Upload
 
@@ -31,8 +28,6 @@ __all__ = [
     "GET_ROUTE",
     "SEND_ROUTE",
     "People",
-    "ReceiveProgress",
-    "Received",
     "people",
     "receive",
     "send",
@@ -40,7 +35,6 @@ __all__ = [
 
 SEND_ROUTE: Final = "/send"
 GET_ROUTE: Final = "/send/get"
-_PULL_BUFFER: Final = 1024 * 1024
 
 
 class People:
@@ -180,88 +174,30 @@ def send(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    key: str
-    path: Path
-    size: int
-    sha256: str
-    resumed_from: int
-
-
-# Told (bytes held, total) as the content arrives.
-ReceiveProgress = Callable[[int, int], None]
-
-
 async def receive(
     key: str,
     path: str | Path,
     *,
     server: str = DEFAULT_SERVER,
     authorization: str,
-    on_progress: ReceiveProgress | None = None,
-    retries: int = 8,
+    on_progress: ProgressCallback | None = None,
     transport: Transport = "tcp",
-) -> Received:
-    """Download the accepted send ``key`` to ``path`` (PROTOCOL §5, ``/send/get``), even
-    while the sender still uploads it; then say ``/send/done`` so the sender gets
-    ``stream-delivered``. Bytes go to ``path + ".part"`` first: an interrupted download
-    (this run's dropped connections, or a later run) resumes from what that file holds.
-    Raises ``IntegrityError`` when the bytes do not match the sender's sha256."""
-    target = Path(path)
-    part = target.with_name(target.name + ".part")
-    loop = asyncio.get_running_loop()
-    resumed_from = await loop.run_in_executor(None, _size_of, part)
-    failures = 0
-    total = -1
-    while True:
-        held = await loop.run_in_executor(None, _size_of, part)
-        try:
-            async with connect(server, transport=transport) as conn:
-                grant = await conn.pull(
-                    GET_ROUTE, held, _PULL_BUFFER, key=key, authorization=authorization
-                )
-                total = grant.total
-                if on_progress is not None:
-                    on_progress(held, total)
-                with open(part, "ab") as sink:  # noqa: ASYNC230 - writes go to a thread
-                    async for chunk in conn.pull_chunks():
-                        await loop.run_in_executor(None, sink.write, chunk)
-                        held += len(chunk)
-                        if on_progress is not None:
-                            on_progress(held, total)
-                    await loop.run_in_executor(None, _sync, sink)
-                if held >= total:
-                    break
-        except (ConnectionLostError, ConnectionFailedError, RetryableServerError) as exc:
-            failures += 1
-            if failures > retries:
-                raise ConnectionFailedError(f"download of {key} failed: {exc}", failures) from exc
-            await asyncio.sleep(min(0.25 * 2**failures, 10.0))
-    digest = await loop.run_in_executor(None, _sha256_of, part)
+) -> DownloadResult:
+    """Download the accepted send ``key`` to ``path`` (``download`` on ``/send/get``:
+    resumable through ``path.part``), even while the sender still uploads it; then say
+    ``/send/done`` so the sender gets ``stream-delivered``. Raises ``IntegrityError`` when
+    the bytes do not match the sha256 the server recorded of the upload."""
+    result = await download(
+        key,
+        path,
+        server=server,
+        route=GET_ROUTE,
+        authorization=authorization,
+        on_progress=on_progress,
+        transport=transport,
+    )
     async with await people(server, authorization=authorization, transport=transport) as me:
         answer = await me.done(key)
-    if answer.get("sha256") != digest:
-        raise IntegrityError(key, digest, str(answer.get("sha256")))
-    await loop.run_in_executor(None, os.replace, part, target)
-    return Received(key, target, total, digest, resumed_from)
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _sync(file: Any) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    if answer.get("sha256") != result.sha256:
+        raise IntegrityError(key, result.sha256, str(answer.get("sha256")))
+    return result

@@ -276,7 +276,12 @@ class StreamEngine:
         for part in parts:
             end = start + part.total
             if offset < end and size > 0:
-                async for chunk in self.read(part.key, max(0, offset - start)):
+                # The caller checked the parts (their principal included): read them as
+                # the engine, not as an anonymous client.
+                part_bytes = self._download(
+                    part.key, part.offset, max(0, offset - start), None, _READ_CHUNK, live=False
+                )
+                async for chunk in part_bytes.chunks(_READ_CHUNK):
                     piece = chunk[:size]
                     size -= len(piece)
                     yield piece
