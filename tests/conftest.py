@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -35,13 +37,30 @@ def _free_port() -> int:
         return port
 
 
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too."""
+    for _ in range(100):
+        port = random.randrange(20000, 55535)
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 class RedisProcess:
     """A real redis-server child process on a loopback port, restartable on the same port
     and data: the tests' "external" Redis (the embedded one has no TCP listener)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
         self.port = port or _free_port()
+        self.extra = extra  # more redis-server options
         self.process: subprocess.Popen[str] | None = None
 
     @property
@@ -55,6 +74,7 @@ class RedisProcess:
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
             *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
             *("--daemonize", "no", "--logfile", ""),
+            *self.extra,
         ]
 
     def start(self) -> None:
@@ -111,6 +131,81 @@ def redis_url(redis_process: RedisProcess) -> str:
     client.flushall()
     client.close()
     return redis_process.url
+
+
+class RedisClusterProcesses:
+    """A real 3-master Redis Cluster: three redis-server processes in cluster mode, the hash
+    slots split between them and the nodes introduced to each other (CLUSTER ADDSLOTS and
+    CLUSTER MEET through redis-py, no redis-cli). No replicas: the tests need the slot
+    routing and the cross-slot rules, not failover."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [
+            RedisProcess(
+                directory / f"node{n}",
+                _free_cluster_port(),
+                extra=(
+                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                    *("--cluster-node-timeout", "5000", "--appendfsync", "no"),
+                ),
+            )
+            for n in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        try:
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _form(self) -> None:
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=node.port) for node in self.nodes]
+        try:
+            share = 16384 // len(self.nodes)
+            for n, client in enumerate(clients):
+                last = 16383 if n == len(clients) - 1 else (n + 1) * share - 1
+                client.cluster("ADDSLOTS", *range(n * share, last + 1))
+            for node in self.nodes[1:]:
+                clients[0].cluster("MEET", "127.0.0.1", node.port)
+            deadline = time.monotonic() + 30
+            # Gossip announces nothing: poll until every node sees the whole cluster.
+            while not all(_cluster_ok(client, len(clients)) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not form in 30 s")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            client.flushall()
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_ok(client: redis.Redis, masters: int) -> bool:
+    info = client.cluster("INFO")
+    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == masters)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 ServerFactory = Callable[..., AbstractAsyncContextManager[Server]]

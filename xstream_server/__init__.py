@@ -8,6 +8,8 @@ from .app import (
     App,
     CompletedUpload,
     ConfigurationError,
+    CreateDecision,
+    CreateOffer,
     Notification,
     NotificationFeed,
     PullContext,
@@ -20,6 +22,7 @@ from .app import (
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
+from .events import EventKind, StreamEvent
 from .identity import TokenAuth
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
@@ -28,10 +31,13 @@ __all__ = [
     "App",
     "CompletedUpload",
     "ConfigurationError",
+    "CreateDecision",
+    "CreateOffer",
     "DataFormat",
     "Notification",
     "NotificationFeed",
     "PullContext",
+    "EventKind",
     "Reply",
     "RequestContext",
     "RouteError",
@@ -39,6 +45,7 @@ __all__ = [
     "Services",
     "Status",
     "StreamContent",
+    "StreamEvent",
     "StreamOffer",
     "TokenAuth",
     *_client_all,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from .events import EventHook, StreamEvent
 from .protocol import DataFormat, Status
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ __all__ = [
     "CompletedUpload",
     "ConfigurationError",
     "ContentHook",
+    "CreateDecision",
+    "CreateOffer",
     "HandlerResult",
     "Notification",
     "NotificationFeed",
@@ -48,6 +51,7 @@ __all__ = [
     "RouteError",
     "Services",
     "StreamContent",
+    "StreamEvent",
     "StreamOffer",
     "StreamRoute",
     "encode_reply",
@@ -230,6 +234,28 @@ class StreamContent:
     route: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CreateOffer:
+    """A new stream, as a ``before_create`` hook sees it before anything is stored."""
+
+    route: str
+    total: int  # the most it may hold when ``length_deferred``
+    metadata: Mapping[str, str]
+    principal: str | None
+    data_format: DataFormat
+    length_deferred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDecision:
+    """What a ``before_create`` hook may change: a shorter life (``expiry`` seconds of
+    inactivity, at most the route's), other metadata. Refusing is raising ``RouteError``."""
+
+    expiry: float | None = None
+    metadata: Mapping[str, str] | None = None
+
+
+BeforeCreateHook = Callable[[CreateOffer], Awaitable[CreateDecision | None]]
 RequestHandler = Callable[[RequestContext], Awaitable[HandlerResult]]
 CompletionHandler = Callable[[CompletedUpload], Awaitable[HandlerResult]]
 # Returns how many bytes it grants now (None: everything that remains); raises RouteError.
@@ -304,10 +330,27 @@ class App:
         self.status_fields: dict[str, StatusFields] = {}
         self.on_start: list[LifecycleHook] = []
         self.on_stop: list[LifecycleHook] = []
+        self.event_hooks: list[EventHook] = []
+        self.before_create_hooks: list[BeforeCreateHook] = []
 
     def add_status_fields(self, path: str, fields: StatusFields) -> None:
         """Add ``fields(key)`` to what ``/stream-status`` says about streams of ``path``."""
         self.status_fields[path] = fields
+
+    def on_event(self, hook: EventHook) -> EventHook:
+        """Register ``async def hook(event: StreamEvent)``, called for every lifecycle event
+        of every stream this process serves (see ``xstream_server.events``), in order, off
+        the upload path. A hook that raises is logged; the next event comes all the same."""
+        self.event_hooks.append(hook)
+        return hook
+
+    def before_create(self, hook: BeforeCreateHook) -> BeforeCreateHook:
+        """Register ``async def hook(offer: CreateOffer) -> CreateDecision | None``, run
+        before a new stream is stored (as tusd's pre-create hook): raise ``RouteError`` to
+        refuse it with that status, or return a ``CreateDecision`` to shorten its life or
+        change its metadata. Any other exception refuses it with 500 and is logged."""
+        self.before_create_hooks.append(hook)
+        return hook
 
     def add_route(self, route: Route) -> None:
         if not route.path.startswith("/"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import importlib
 import logging
 import resource
@@ -22,6 +23,8 @@ from starlette.routing import WebSocketRoute
 from .app import App, Services
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
+from .events import EVENT_STREAM
+from .health import health_routes
 from .identity import bind_auth_policies
 from .private import private_directory
 from .protocol import Status
@@ -71,6 +74,7 @@ class Server:
     def __init__(self, app: App, settings: ServerSettings) -> None:
         self.app = app
         self.settings = settings
+        self.role = "xstream listening"  # how the start-up line names this process
         self.embedded_redis: EmbeddedRedis | None = None
         self.redis_url = settings.redis_url or ""
         self.host = settings.host
@@ -98,6 +102,7 @@ class Server:
             cors_origins=settings.http_cors_origins,
             extra_routes=[
                 WebSocketRoute(WEBSOCKET_PATH, self.websocket.serve),
+                *health_routes(lambda: self.engine, settings.data_dir),
                 *web_routes(page=settings.http_page),
             ],
         )
@@ -128,8 +133,15 @@ class Server:
             inline_writes=self.settings.inline_writes,
         )
         self.engine = StreamEngine(self.app, self.store, storage, self.settings)
+        if self.settings.event_stream:
+            self.engine.events.publisher = functools.partial(
+                self.store.append_events,
+                stream=EVENT_STREAM,
+                maxlen=self.settings.event_stream_length,
+            )
         try:
             await self.store.ping()
+            await self.store.upgrade()
             await self.engine.maintenance.reconcile()
         except StateUnavailable as exc:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
@@ -137,13 +149,17 @@ class Server:
         for hook in self.app.on_start:
             await hook(self._services)
         self.transport = TcpTransportServer(self.engine, self.settings, self.shared_limits)
-        self.host, self.port = await self.transport.start(self.settings.host, self.settings.port)
+        self.host, self.port = await self.transport.start(
+            self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port
+        )
         self._http_context.engine = self.engine
         self.websocket.engine = self.engine
         if self.settings.http:
             self.http = HttpTransportServer(self.http_app, self.settings.shutdown_timeout)
             self.http_host, self.http_port = await self.http.start(
-                self.settings.http_host, self.settings.http_port
+                self.settings.http_host,
+                self.settings.http_port,
+                reuse_port=self.settings.reuse_port,
             )
         if self.settings.utp_port is not None:
             self.utp_transport = UtpTransportServer(self.engine, self.settings)
@@ -155,9 +171,11 @@ class Server:
             loop.create_task(self._forever(maintenance.serve_takeovers, "takeover listener")),
             loop.create_task(self._forever(maintenance.renew_leases, "lease renewal")),
             loop.create_task(self._sweep_periodically()),
+            loop.create_task(self._forever(self.engine.events.deliver, "event delivery")),
         ]
         log.info(
-            "xstream listening on %s:%d%s (redis: %s%s, data: %s, fsync: %s)",
+            "%s on %s:%d%s (redis: %s%s, data: %s, fsync: %s)",
+            self.role,
             self.host,
             self.port,
             f", http://{self.http_host}:{self.http_port}" if self.http else "",
@@ -210,6 +228,7 @@ class Server:
             await self.utp_transport.close()
         if self.engine is not None:
             await self.engine.wait_settled(self.settings.shutdown_timeout)
+            await self.engine.events.drain(self.settings.shutdown_timeout)
         if self._services is not None:
             for hook in reversed(self.app.on_stop):
                 try:

@@ -6,6 +6,7 @@ Every knob has a default that works on one machine; durations are seconds, sizes
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,11 @@ class ServerSettings(BaseSettings):
     # None: start an embedded redis-server under data_dir.
     redis_url: str | None = None
     app: str = "handlers:app"
+    # Processes serving the same ports (SO_REUSEPORT), sharing Redis and the data directory,
+    # under a supervisor that restarts a crashed one (docs/OPERATING.md).
+    workers: int = Field(default=1, ge=1, le=256)
+    # Bind the TCP and HTTP ports with SO_REUSEPORT (set for workers by their supervisor).
+    reuse_port: bool = False
 
     # Identities (PROTOCOL §6): the secret bearer tokens are signed with (at least 32
     # characters); None: a random one kept in <data_dir>/auth-secret, made on first use.
@@ -100,6 +106,11 @@ class ServerSettings(BaseSettings):
     notification_expiry: float = Field(default=7 * 24 * 3600.0, gt=0)
     send_keep: float = Field(default=24 * 3600.0, ge=0)
 
+    # Lifecycle events appended to the Redis Stream ``xs:events`` (docs/EVENTS.md), capped
+    # at about ``event_stream_length`` entries; off: only the app's on_event hooks get them.
+    event_stream: bool = True
+    event_stream_length: int = Field(default=100_000, ge=100)
+
     shutdown_timeout: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"
@@ -110,3 +121,6 @@ class ServerSettings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("the auth secret must be at least 32 bytes long")
         return value
+
+    # "text": human-readable lines; "json": one JSON object per line (xstream_server/logs.py).
+    log_format: Literal["text", "json"] = "text"

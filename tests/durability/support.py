@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Final, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from xstream_server.protocol import Packet, PacketDecoder, encode_packet
+from xstream_server.state.redis import EXPIRY_INDEX_KEYS, is_cluster_url
 
 MiB: Final = 1024 * 1024
 ROUTE: Final = "/upload-file"
@@ -282,7 +284,11 @@ class StateProbe:
     """Reads the server's state straight from Redis and the data directory."""
 
     def __init__(self, redis_url: str, data_dir: Path) -> None:
-        self.redis = aioredis.Redis.from_url(redis_url)
+        self.redis: aioredis.Redis = (
+            cast(aioredis.Redis, RedisCluster.from_url(redis_url.replace("+cluster", "", 1)))
+            if is_cluster_url(redis_url)
+            else aioredis.Redis.from_url(redis_url)
+        )
         self.streams = data_dir / "streams"
 
     async def close(self) -> None:
@@ -294,8 +300,10 @@ class StateProbe:
 
     async def expiry_index(self) -> set[str]:
         """The keys of incomplete streams, as the sweeper sees them."""
-        keys = await self.redis.zrange("xs:expiry", 0, -1)
-        return {_text(cast(bytes, k)) for k in keys}
+        keys: set[str] = set()
+        for index in EXPIRY_INDEX_KEYS:
+            keys.update(_text(cast(bytes, k)) for k in await self.redis.zrange(index, 0, -1))
+        return keys
 
     async def recorded_offset(self, key: str) -> int | None:
         value = await self.redis.hget(f"xs:{{{key}}}:stream", "offset")

@@ -30,6 +30,7 @@ from tests.durability.support import (
 )
 from xstream_server import App, CompletedUpload, RouteError, Status
 from xstream_server.app import StreamRoute
+from xstream_server.state.redis import expiry_index_key
 
 EXPIRY = 60.0
 
@@ -230,7 +231,7 @@ async def test_a_stream_finalized_before_a_crash_is_no_orphan_record(
             fields = [f for f in await probe.record(key) if f.startswith("result_")]
             await probe.redis.hdel(stream, *fields, "sha256", "attempts")
             await probe.redis.hset(stream, "state", "active")
-            await probe.redis.zadd("xs:expiry", {key: int(time.time() * 1000) + 60_000})
+            await probe.redis.zadd(expiry_index_key(key), {key: int(time.time() * 1000) + 60_000})
             assert not probe.part(key).exists()
             async with make_server(app=flaky_app(Flaky(failures=0)), orphan_grace=0) as server:
                 assert server.engine is not None

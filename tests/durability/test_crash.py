@@ -30,6 +30,7 @@ from tests.durability.support import (
     sha256,
     status,
 )
+from xstream_server.state.redis import expiry_index_key
 
 CYCLES = int(os.environ.get("XSTREAM_CRASH_CYCLES", "5"))
 SEED = int(os.environ.get("XSTREAM_CRASH_SEED", str(random.randrange(1 << 32))))
@@ -197,7 +198,7 @@ async def test_crash_between_finalize_and_record_completes_on_resume(
             result = [f for f in await probe.record(key) if f.startswith("result_")]
             await probe.redis.hdel(stream, *result)
             await probe.redis.hset(stream, "state", "active")
-            await probe.redis.zadd("xs:expiry", {key: int(time.time() * 1000) + 60_000})
+            await probe.redis.zadd(expiry_index_key(key), {key: int(time.time() * 1000) + 60_000})
             assert not probe.part(key).exists()
             async with make_server() as running:
                 link = await connect(running.port)

@@ -20,8 +20,10 @@ from pydantic import ValidationError
 
 from ..app import ConfigurationError
 from ..embedded_redis import EmbeddedRedisError
+from ..logs import configure_logging
 from ..server import Server, load_app
 from ..settings import ServerSettings
+from ..workers import Supervisor, WorkerStartFailed, report_ready, worker_overrides
 
 __all__ = ["main"]
 
@@ -57,6 +59,12 @@ __all__ = ["main"]
 @click.option("--lease-seconds", type=float, help="Lease of a stream's owner [5].")
 @click.option("--sweep-interval", type=float, help="Seconds between sweeps of expired data [60].")
 @click.option("--log-level", help="DEBUG, INFO, WARNING... [INFO].")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Human-readable lines, or one JSON object per line [text].",
+)
+@click.option("--workers", type=int, help="Server processes on the same ports, supervised [1].")
 def main(app_spec: str | None, app_dir: Path | None, **options: Any) -> None:
     """Run the xstream resumable upload server."""
     given = {name: value for name, value in options.items() if value is not None}
@@ -66,16 +74,15 @@ def main(app_spec: str | None, app_dir: Path | None, **options: Any) -> None:
         settings = ServerSettings(**given)
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
+    worker = worker_overrides()
+    if worker is not None:  # one of a supervisor's workers: its ports, its Redis
+        settings = settings.model_copy(update=worker[2])
     if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
         raise click.BadParameter(
             f"{settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
             param_hint="--log-level",
         )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # As uvicorn's --app-dir: `--app mymodule:app` finds mymodule.py where the server starts.
     sys.path.insert(0, str((app_dir or Path.cwd()).resolve()))
     try:
@@ -85,8 +92,15 @@ def main(app_spec: str | None, app_dir: Path | None, **options: Any) -> None:
     except ConfigurationError as exc:
         raise click.ClickException(f"app {settings.app!r}: {exc}") from exc
     try:
-        uvloop.run(_serve(Server(app, settings)))
-    except EmbeddedRedisError as exc:  # e.g. another server runs on the data directory
+        if settings.workers > 1:
+            uvloop.run(_supervise(Supervisor(settings, sys.argv[1:])))
+        else:
+            server = Server(app, settings)
+            if worker is not None:
+                server.role = f"worker {worker[0]} serving"
+            uvloop.run(_serve(server, worker[1] if worker is not None else None))
+    except (EmbeddedRedisError, WorkerStartFailed) as exc:
+        # e.g. another server runs on the data directory
         raise click.ClickException(str(exc)) from exc
     except _Unlistenable as exc:
         raise click.ClickException(
@@ -98,7 +112,19 @@ class _Unlistenable(Exception):
     """The server could not bind its address (in use, not this machine's)."""
 
 
-async def _serve(server: Server) -> None:
+async def _supervise(supervisor: Supervisor) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, supervisor.stop)
+    try:
+        await supervisor.run()
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise _Unlistenable() from exc
+        raise
+
+
+async def _serve(server: Server, ready_fd: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -110,6 +136,7 @@ async def _serve(server: Server) -> None:
         if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise _Unlistenable() from exc
         raise
+    report_ready(ready_fd)
     await stopping.wait()
     await server.close()
 

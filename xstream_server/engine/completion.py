@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..app import CompletedUpload, RouteError, encode_reply
+from ..events import EventKind, StreamEvent, StreamEvents
 from ..protocol import DataFormat, Status
-from ..state import StateStore, StoredResult, StreamState
+from ..state import StateStore, StoredResult, StreamRecord, StreamState
 from ..storage import Storage
 from .outcomes import Completion, completion_of
 from .session import StreamSession
@@ -60,9 +61,26 @@ def _load(key: str, path: Path, fmt: DataFormat) -> Any:
 
 
 class Completer:
-    def __init__(self, store: StateStore, storage: Storage) -> None:
+    def __init__(
+        self, store: StateStore, storage: Storage, events: StreamEvents | None = None
+    ) -> None:
         self.store = store
         self.storage = storage
+        self.events = events
+
+    def _emit(self, record: StreamRecord, kind: EventKind, **details: Any) -> None:
+        if self.events is not None:
+            self.events.emit(
+                StreamEvent(
+                    kind,
+                    record.key,
+                    route=record.route,
+                    total=record.total,
+                    principal=record.principal,
+                    metadata=record.metadata,
+                    **details,
+                )
+            )
 
     async def complete(self, session: StreamSession) -> Completion:
         """All bytes are durable: verify, finalize, run the route's handler, record the result."""
@@ -83,6 +101,13 @@ class Completer:
                 await self.storage.discard(record.key)
                 await self.store.delete(record.key)
                 log.warning("stream %s: checksum mismatch, discarded", record.key)
+                self._emit(
+                    record,
+                    EventKind.FAILED,
+                    status=int(Status.CHECKSUM_MISMATCH),
+                    message="checksum mismatch",
+                    sha256=sha256,
+                )
                 return Completion(
                     record.key,
                     record.total,
@@ -155,6 +180,15 @@ class Completer:
         if failed and attempt < route.completion_attempts:
             # Not final: the stream stays finalized and the next resume runs the handler
             # again. 503 is transient: a client retries it by itself.
+            self._emit(
+                record,
+                EventKind.FAILED,
+                status=int(Status.SERVER_ERROR),
+                final=False,
+                message=f"completion handler error (run {attempt})",
+                sha256=sha256,
+                offset=record.total,
+            )
             return Completion(
                 record.key,
                 0,
@@ -169,5 +203,26 @@ class Completer:
             int(status), headers, payload, (reply_format or DataFormat.BYTES).value
         )
         await self.store.complete(record.key, session.owner, result, succeeded=status is Status.OK)
-        log.info("stream %s complete: %d bytes, status %d", record.key, record.total, int(status))
+        log.info(
+            "stream %s complete: %d bytes, status %d",
+            record.key,
+            record.total,
+            int(status),
+            extra={
+                "key": record.key,
+                "route": record.route,
+                "client": session.client,
+                "status": int(status),
+            },
+        )
+        self._emit(
+            record,
+            EventKind.COMPLETED if status is Status.OK else EventKind.FAILED,
+            status=int(status),
+            message=message,
+            result=payload if status is Status.OK else None,
+            result_format=result.data_format if status is Status.OK else None,
+            sha256=sha256,
+            offset=record.total,
+        )
         return completion_of(record.key, result)

@@ -19,6 +19,7 @@ from ..app import (
     StreamContent,
     StreamRoute,
 )
+from ..events import StreamEvents
 from ..protocol import DataFormat, PullRequest, Request, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
@@ -51,10 +52,14 @@ class StreamEngine:
         self.settings = settings
         self.instance = secrets.token_hex(8)
         self.live = LiveStreams()
-        self._completer = Completer(store, storage)
+        # Lifecycle events for the app's hooks and the Redis event stream (events.py).
+        self.events = StreamEvents(app.event_hooks, self.instance)
+        self._completer = Completer(store, storage, self.events)
         self._negotiator = Negotiator(self, app, store, storage, settings, self.live, self.instance)
         self._dispatcher = RequestDispatcher(app, self.status)
-        self.maintenance = Maintenance(store, storage, settings, self.live, self.instance)
+        self.maintenance = Maintenance(
+            store, storage, settings, self.live, self.instance, self.events
+        )
         self._shutting_down = False
         self._settling: set[asyncio.Task[None]] = set()
         self._pouring: set[str] = set()  # final streams being concatenated here

@@ -5,9 +5,12 @@ sweeping expired streams and orphaned files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
+from ..events import EventKind, StreamEvent, StreamEvents
 from ..protocol import Status
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
@@ -27,12 +30,14 @@ class Maintenance:
         settings: ServerSettings,
         live: LiveStreams,
         instance: str,
+        events: StreamEvents | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.settings = settings
         self.live = live
         self.instance = instance
+        self.events = events
 
     async def reconcile(self) -> None:
         """At start-up, cut every part back to its recorded durable offset (PROTOCOL §3.5).
@@ -89,6 +94,33 @@ class Maintenance:
                 if not ok:
                     session.stop_soon(Status.CONFLICT, "stream taken over by a newer request")
 
+    def _expired(self, key: str, record: StreamRecord | None) -> None:
+        if self.events is not None:
+            self.events.emit(
+                StreamEvent(
+                    EventKind.EXPIRED,
+                    key,
+                    route=record.route if record else "",
+                    offset=record.offset if record else None,
+                    total=record.total if record else None,
+                    principal=record.principal if record else None,
+                )
+            )
+
+    @contextlib.asynccontextmanager
+    async def _claimed(self, key: str) -> AsyncIterator[bool]:
+        """Hold ``key``'s lease while deleting it: a stream streaming on any instance, or
+        claimed by another instance's sweeper, is left alone (yields False). A deletion
+        removes the lease with the record; otherwise it is released on leaving."""
+        owner = f"{self.instance}:sweeper"
+        if await self.store.acquire_lease(key, owner, self.settings.lease_seconds) is not None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            await self.store.release_lease(key, owner)
+
     async def sweep(self, now: float | None = None) -> dict[str, int]:
         """Delete expired streams, part files without a record, records without a part.
 
@@ -107,14 +139,23 @@ class Maintenance:
             if record is not None and record.updated + record.expiry > now:
                 await self.store.reschedule(key, record.updated + record.expiry)
                 continue  # renewed since it was indexed
-            if record is not None:
-                # Not handled: a finished file here (finalized, perhaps cut short by a
-                # crash before the record said so) has no owner. A part goes too.
-                await self.storage.remove_finished(key)
-            await self.storage.discard(key)
-            await self.store.delete(key)
-            self.live.forget(key)
-            counts["expired"] += 1
+            async with self._claimed(key) as claimed:
+                if not claimed:
+                    continue  # streaming on another instance, or another sweeper has it
+                record = await self.store.get(key)  # as it is now, under the lease
+                if record is not None and (
+                    _handled(record) or record.updated + record.expiry > now
+                ):
+                    continue  # completed or renewed a moment ago: the next sweep sees it
+                if record is not None:
+                    # Not handled: a finished file here (finalized, perhaps cut short by a
+                    # crash before the record said so) has no owner. A part goes too.
+                    await self.storage.remove_finished(key)
+                await self.storage.discard(key)
+                if await self.store.delete(key):
+                    counts["expired"] += 1
+                    self._expired(key, record)
+                self.live.forget(key)
         for part in await self.storage.list_parts():
             if part.key in self.live.sessions or now - part.modified < self.settings.orphan_grace:
                 continue
@@ -127,9 +168,12 @@ class Maintenance:
             record = await self.store.get(key)
             if record is None:
                 # Expired by its TTL a moment before its place in the index came due.
-                await self.storage.discard(key)
-                await self.store.forget(key)
-                counts["expired"] += 1
+                async with self._claimed(key) as claimed:
+                    if claimed and await self.store.get(key) is None:
+                        await self.storage.discard(key)
+                        if await self.store.delete(key):
+                            counts["expired"] += 1
+                            self._expired(key, None)
             elif _handled(record):
                 await self.store.forget(key)
             elif (
@@ -140,8 +184,10 @@ class Maintenance:
                 # crash cut short is no orphan: a resume completes it.
                 and not await self.storage.is_finished(key)
             ):
-                await self.store.delete(key)
-                counts["orphan_records"] += 1
+                async with self._claimed(key) as claimed:
+                    if claimed and await self.store.delete(key):
+                        counts["orphan_records"] += 1
+                        self._expired(key, record)
         if any(counts.values()):
             log.info("sweeper: %s", counts)
         return counts

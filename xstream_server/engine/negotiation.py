@@ -15,7 +15,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
-from ..app import App, RouteError, StreamOffer, StreamRoute
+from ..app import App, CreateOffer, RouteError, StreamOffer, StreamRoute
+from ..events import EventKind, StreamEvent
 from ..protocol import DataFormat, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import LeaseLost, StateStore, StateUnavailable, StreamRecord, StreamState
@@ -137,6 +138,7 @@ class Negotiator:
             refused = await self._take_lease(key, owner, stop)
             if refused is not None:
                 return refused
+            record = await self.store.get(key)
             await self.storage.discard(key)
             if finished:
                 await self.storage.remove_finished(key)
@@ -145,6 +147,16 @@ class Negotiator:
             return Refused(*status_of_error(exc))
         self.live.forget(key)
         log.info("stream %s terminated", key)
+        self._host.events.emit(
+            StreamEvent(
+                EventKind.TERMINATED,
+                key,
+                route=record.route if record else "",
+                offset=record.offset if record else None,
+                total=record.total if record else None,
+                principal=record.principal if record else None,
+            )
+        )
         return None
 
     async def set_total(self, key: str, total: int) -> Refused | None:
@@ -229,6 +241,24 @@ class Negotiator:
                 f"{request.data_format} stream of {request.total} bytes, "
                 f"at most {route.max_decoded_size} are decoded",
             )
+        expiry = route.expiry or self.settings.stream_expiry
+        metadata = dict(request.metadata)
+        for hook in self.app.before_create_hooks:  # may refuse (RouteError) or shorten
+            decision = await hook(
+                CreateOffer(
+                    route.path,
+                    request.total,
+                    dict(metadata),
+                    principal,
+                    request.data_format,
+                    length_deferred,
+                )
+            )
+            if decision is not None:
+                if decision.expiry is not None:
+                    expiry = min(expiry, max(decision.expiry, 0.001))
+                if decision.metadata is not None:
+                    metadata = dict(decision.metadata)
         now = time.time()
         record = StreamRecord(
             key=new_key(),
@@ -239,8 +269,8 @@ class Negotiator:
             data_format=request.data_format.value,
             created=now,
             updated=now,
-            expiry=route.expiry or self.settings.stream_expiry,
-            metadata=dict(request.metadata),
+            expiry=expiry,
+            metadata=metadata,
             principal=principal,
             checksum=request.checksum,
             length_deferred=length_deferred,
@@ -249,6 +279,17 @@ class Negotiator:
         )
         await self.store.create(record, owner)
         log.debug("stream %s created on %s: %d bytes", record.key, route.path, record.total)
+        self._host.events.emit(
+            StreamEvent(
+                EventKind.CREATED,
+                record.key,
+                route=route.path,
+                offset=0,
+                total=record.total,
+                principal=principal,
+                metadata=metadata,
+            )
+        )
         return record
 
     async def _resumable(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ..app import StreamRoute
+from ..events import StreamEvents
 from ..protocol import Status
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord
@@ -37,6 +38,7 @@ class SessionHost(Protocol):
 
     store: StateStore
     settings: ServerSettings
+    events: StreamEvents
 
     def complete(self, session: StreamSession) -> Awaitable[Completion]: ...
 
@@ -185,6 +187,7 @@ class StreamSession:
         if offset > self.durable:
             self.durable = offset
             self._host.durable_advanced(self)
+        self._host.events.progress(self.record, self.durable)
 
     async def _settle_background_checkpoint(self) -> None:
         if self._checkpointing is not None:

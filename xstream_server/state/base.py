@@ -108,7 +108,10 @@ class StateStore(Protocol):
         past its expiry (twice as long), so that the sweeper meets it and deletes its file."""
         ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> bool:
+        """Delete the record, its lease and its index entry; True if this call removed
+        either the record or the entry."""
+        ...
 
     async def set_final(self, key: str, final: str, replacing: str | None = None) -> str:
         """Note on partial stream ``key`` that ``final`` waits for it: ``ok`` (also when it
@@ -143,8 +146,8 @@ class StateStore(Protocol):
         """Keys whose inactivity deadline has passed (their record may already be gone)."""
         ...
 
-    async def forget(self, key: str) -> None:
-        """Drop ``key`` from the expiry index."""
+    async def forget(self, key: str) -> bool:
+        """Drop ``key`` from the expiry index; True if it was there."""
         ...
 
     async def reschedule(self, key: str, deadline: float) -> None:

@@ -16,23 +16,40 @@ keys live in one slot and the Lua scripts below stay cluster-safe):
                    sweeper meets it before it vanishes and deletes its finished file.
 ``xs:{K}:lease``   string, the owner (``<instance>:<connection>``) streaming K now; short TTL,
                    renewed by the owner; a checkpoint by anyone else fails.
-``xs:expiry``      sorted set, streams scored by the earliest time they can expire (epoch
-                   ms); the sweeper's work list. Scores are set at creation and moved on by
-                   the sweeper when it finds a stream renewed since (checkpoints renew only
-                   the record, to keep the hot path at one Redis trip); complete streams
-                   leave the set when the sweeper meets them.
+``xs:expiry:{N}``  the expiry index, sharded: ``EXPIRY_SHARDS`` sorted sets (N = 0, 1, ...),
+                   each its own hash tag, so a cluster spreads them over its masters. A
+                   stream lives in shard ``crc32(K) % EXPIRY_SHARDS``, scored by the earliest
+                   time it can expire (epoch ms); every instance's sweeper reads all shards.
+                   Scores are set at creation and moved on by the sweeper when it finds a
+                   stream renewed since (checkpoints renew only the record, to keep the hot
+                   path at one Redis trip); complete streams leave the index when the
+                   sweeper meets them. (Before the index was sharded it was one set,
+                   ``xs:expiry``; ``upgrade`` moves its members into the shards.)
 ``xs:takeover:<instance>``  pub/sub channel: keys another instance wants this one to release.
+``xs:events``      stream (XADD), the lifecycle events of every stream, capped (docs/EVENTS.md).
+
+Cluster rules, for anyone adding keys: a key that belongs to one stream carries the stream's
+hash tag (``xs:{K}:...``); a script or a multi-key command names only keys of one tag; data
+shared by all streams is sharded over several tags, never one hot key, and is written in its
+own command after the stream's (a crash in between leaves a record the sweeper still finds
+by its TTL and its part file, never an index entry pointing at nothing that matters).
+
+A URL ``redis+cluster://host:port`` (or ``rediss+cluster://``) names a Redis Cluster: the
+store then uses redis-py's ``RedisCluster``, which finds the other nodes from that one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+import zlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,9 +58,43 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import LeaseLost, StateUnavailable, StoredResult, StreamRecord, StreamState
 
-__all__ = ["RedisStateStore"]
+__all__ = [
+    "EXPIRY_INDEX_KEYS",
+    "EXPIRY_SHARDS",
+    "RedisStateStore",
+    "expiry_index_key",
+    "is_cluster_url",
+]
 
-EXPIRY_INDEX: Final = "xs:expiry"
+EXPIRY_SHARDS: Final = 16
+LEGACY_EXPIRY_INDEX: Final = "xs:expiry"
+_CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    """``redis+cluster://`` or ``rediss+cluster://``: a Redis Cluster."""
+    return url.partition("://")[0].lower() in _CLUSTER_SCHEMES
+
+
+def _plain_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return _CLUSTER_SCHEMES.get(scheme.lower(), scheme) + sep + rest
+
+
+def expiry_index_key(key: str) -> str:
+    """The shard of the expiry index that holds stream ``key``."""
+    return f"xs:expiry:{{{zlib.crc32(key.encode()) % EXPIRY_SHARDS}}}"
+
+
+EXPIRY_INDEX_KEYS: Final = tuple(f"xs:expiry:{{{n}}}" for n in range(EXPIRY_SHARDS))
+
+# KEYS: stream, lease. ARGV: owner, expiry_ms, lease_ms, then the record's field/value pairs.
+_CREATE: Final = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
 
 # Both scripts act only for the lease owner and return the record's expiry in ms
 # (-1: the lease is someone else's, -2: the record is gone).
@@ -103,6 +154,13 @@ if tonumber(fields[2]) > tonumber(ARGV[1]) then return 'short' end
 redis.call('HSET', KEYS[1], 'total', ARGV[1])
 redis.call('HDEL', KEYS[1], 'deferred')
 return 'ok'
+"""
+
+# KEYS: stream, lease. Returns 1 if the record was there.
+_DELETE: Final = """
+local removed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+return removed
 """
 
 # KEYS: stream (a partial one). ARGV: the final stream's key, the one it may replace.
@@ -182,34 +240,57 @@ class RedisStateStore:
     ) -> None:
         self.url = url
         self.lease_seconds = lease_seconds
-        # A bounded pool that makes callers wait for a free connection: hundreds of streams
-        # checkpointing at once queue up instead of failing ("too many connections"). The
-        # wait is long: a busy Redis (or a busy event loop) is not an unreachable one; an
-        # unreachable one fails fast on ``timeout`` when connecting.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=pool_wait,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=0,
-            retry_on_timeout=False,
-            # After Redis restarts, pooled connections to the old process are dead and the
-            # pool does not always notice (a reset socket does not read as EOF): a command
-            # failing with a connection error is tried once more on a fresh connection.
-            # Every command here can be repeated safely; timeouts are not retried.
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
-        # Lease renewal has a connection of its own: it must never queue behind hundreds
-        # of checkpoints for a pooled one, or leases lapse under load.
-        self._renewals: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            max_connections=1,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=0,
-        )
+        self.cluster = is_cluster_url(url)
+        self._redis: Any
+        self._renewals: Any
+        if self.cluster:
+            # redis-py's cluster client keeps a pool per node, learns the slot map from the
+            # node named and follows MOVED/ASK redirections (a failover, a resharding).
+            self._redis = RedisCluster.from_url(
+                _plain_url(url),
+                max_connections=max_connections,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=0,
+            )
+            self._renewals = RedisCluster.from_url(
+                _plain_url(url),
+                max_connections=4,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=0,
+            )
+        else:
+            # A bounded pool that makes callers wait for a free connection: hundreds of
+            # streams checkpointing at once queue up instead of failing ("too many
+            # connections"). The wait is long: a busy Redis (or a busy event loop) is not an
+            # unreachable one; an unreachable one fails fast on ``timeout`` when connecting.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=pool_wait,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=0,
+                retry_on_timeout=False,
+                # After Redis restarts, pooled connections to the old process are dead and
+                # the pool does not always notice (a reset socket does not read as EOF): a
+                # command failing with a connection error is tried once more on a fresh
+                # connection. Every command here can be repeated safely; timeouts are not.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            )
+            self._redis = aioredis.Redis(connection_pool=pool)
+            # Lease renewal has a connection of its own: it must never queue behind hundreds
+            # of checkpoints for a pooled one, or leases lapse under load.
+            self._renewals = aioredis.Redis.from_url(
+                url,
+                max_connections=1,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=0,
+            )
+        self._create = self._redis.register_script(_CREATE)
+        self._delete = self._redis.register_script(_DELETE)
         self._checkpoint = self._redis.register_script(_CHECKPOINT)
         self._complete = self._redis.register_script(_COMPLETE)
         self._finalize = self._redis.register_script(_FINALIZE)
@@ -220,8 +301,12 @@ class RedisStateStore:
         self._set_final = self._redis.register_script(_SET_FINAL)
 
     async def close(self) -> None:
-        await self._redis.aclose(close_connection_pool=True)
-        await self._renewals.aclose(close_connection_pool=True)
+        if self.cluster:
+            await self._redis.aclose()
+            await self._renewals.aclose()
+        else:
+            await self._redis.aclose(close_connection_pool=True)
+            await self._renewals.aclose(close_connection_pool=True)
 
     @_unavailable_on_redis_error
     async def ping(self) -> None:
@@ -251,12 +336,13 @@ class RedisStateStore:
             fields["partial"] = 1
         if record.concat is not None:
             fields["concat"] = json.dumps(list(record.concat))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_stream_key(record.key), mapping=cast(Any, fields))
-            pipe.pexpire(_stream_key(record.key), _ms(record.expiry))
-            pipe.zadd(EXPIRY_INDEX, {record.key: int((record.updated + record.expiry) * 1000)})
-            pipe.set(_lease_key(record.key), owner, px=_ms(self.lease_seconds))
-            await pipe.execute()
+        pairs: list[str | int] = [item for pair in fields.items() for item in pair]
+        # The record and its lease in one script (one slot), then the index entry.
+        await self._create(
+            keys=[_stream_key(record.key), _lease_key(record.key)],
+            args=[owner, _ms(record.expiry), _ms(self.lease_seconds), *pairs],
+        )
+        await self.reschedule(record.key, record.updated + record.expiry)
 
     @_unavailable_on_redis_error
     async def get(self, key: str) -> StreamRecord | None:
@@ -350,11 +436,12 @@ class RedisStateStore:
         _check_owner(key, answer)
 
     @_unavailable_on_redis_error
-    async def delete(self, key: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(_stream_key(key), _lease_key(key))
-            pipe.zrem(EXPIRY_INDEX, key)
-            await pipe.execute()
+    async def delete(self, key: str) -> bool:
+        """Delete the record, its lease and its index entry; True if this call removed the
+        record or the entry (so two sweepers never both count one stream)."""
+        removed = int(await self._delete(keys=[_stream_key(key), _lease_key(key)]))
+        forgotten = await self.forget(key)
+        return bool(removed) or forgotten
 
     @_unavailable_on_redis_error
     async def acquire_lease(self, key: str, owner: str, seconds: float) -> str | None:
@@ -370,6 +457,12 @@ class RedisStateStore:
     async def renew_leases(self, leases: Sequence[tuple[str, str]], seconds: float) -> list[bool]:
         if not leases:
             return []
+        if self.cluster:
+            # The cluster pipeline groups the calls by node: one trip to each master.
+            async with self._renewals.pipeline() as pipe:
+                for key, owner in leases:
+                    pipe.eval(_RENEW, 1, _lease_key(key), owner, _ms(seconds))
+                return [bool(answer) for answer in await pipe.execute()]
         async with self._renewals.pipeline(transaction=False) as pipe:
             for key, owner in leases:
                 await self._renew(keys=[_lease_key(key)], args=[owner, _ms(seconds)], client=pipe)
@@ -391,24 +484,57 @@ class RedisStateStore:
                 if message.get("type") == "message":
                     yield cast(bytes, message["data"]).decode()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     @_unavailable_on_redis_error
     async def expired(self, now: float) -> list[str]:
-        keys = await self._redis.zrangebyscore(EXPIRY_INDEX, "-inf", int(now * 1000))
-        return [_str(k) for k in keys]
+        deadline = int(now * 1000)
+        shards = await asyncio.gather(
+            *(self._redis.zrangebyscore(index, "-inf", deadline) for index in EXPIRY_INDEX_KEYS)
+        )
+        return [_str(k) for keys in shards for k in keys]
 
     @_unavailable_on_redis_error
-    async def forget(self, key: str) -> None:
-        await self._redis.zrem(EXPIRY_INDEX, key)
+    async def forget(self, key: str) -> bool:
+        """Drop ``key`` from the expiry index; True if it was there."""
+        return bool(await self._redis.zrem(expiry_index_key(key), key))
 
     @_unavailable_on_redis_error
     async def reschedule(self, key: str, deadline: float) -> None:
-        await self._redis.zadd(EXPIRY_INDEX, {key: int(deadline * 1000)})
+        await self._redis.zadd(expiry_index_key(key), {key: int(deadline * 1000)})
 
     @_unavailable_on_redis_error
     async def active_keys(self) -> list[str]:
-        return [_str(k) for k in await self._redis.zrange(EXPIRY_INDEX, 0, -1)]
+        shards = await asyncio.gather(
+            *(self._redis.zrange(index, 0, -1) for index in EXPIRY_INDEX_KEYS)
+        )
+        return [_str(k) for keys in shards for k in keys]
+
+    @_unavailable_on_redis_error
+    async def upgrade(self) -> int:
+        """Move the members of the unsharded index of older versions into the shards;
+        returns how many moved. Safe to run on every start, by every instance at once."""
+        if self.cluster:
+            return 0  # the cluster support came with the sharded index
+        moved = 0
+        entries = await self._redis.zrange(LEGACY_EXPIRY_INDEX, 0, -1, withscores=True)
+        for member, score in entries:
+            key = _str(member)
+            await self._redis.zadd(expiry_index_key(key), {key: int(score)}, nx=True)
+            await self._redis.zrem(LEGACY_EXPIRY_INDEX, key)
+            moved += 1
+        return moved
+
+    @_unavailable_on_redis_error
+    async def append_events(
+        self, entries: Sequence[Mapping[str, str]], *, stream: str, maxlen: int
+    ) -> None:
+        """Append lifecycle events to the Redis Stream ``stream`` (one key, so one slot in a
+        cluster), trimmed to about ``maxlen`` entries."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xadd(stream, cast(Any, dict(entry)), maxlen=maxlen, approximate=True)
+            await pipe.execute()
 
     @_unavailable_on_redis_error
     async def exists(self, key: str) -> bool:

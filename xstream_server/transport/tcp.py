@@ -36,10 +36,16 @@ class TcpTransportServer:
         self.hub = ConnectionHub(engine, settings, shared)
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Listen; with ``reuse_port`` beside other processes on the same port (workers)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: TcpConnection(self.hub), host, port, reuse_address=True, backlog=4096
+            lambda: TcpConnection(self.hub),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=4096,
         )
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]

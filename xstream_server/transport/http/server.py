@@ -32,9 +32,11 @@ class HttpTransportServer:
         self._socket: socket.socket | None = None
         self._ticker: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.create_server((host, port), family=family, backlog=4096)
+        self._socket = socket.create_server(
+            (host, port), family=family, backlog=4096, reuse_port=reuse_port
+        )
         config = uvicorn.Config(
             self._app,
             loop="none",
