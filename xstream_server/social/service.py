@@ -26,6 +26,7 @@ from ..identity import TokenAuth
 from ..protocol import DataFormat, Status
 from ..settings import ServerSettings
 from ..state import StateUnavailable
+from ..state.redis import is_cluster_url
 from ..state.redis_social import RedisSocialStore
 from ..state.social import SocialStore
 
@@ -123,6 +124,10 @@ class PeopleService:
         if isinstance(self._auth, TokenAuth):
             # Wrapped in ``require_principal``, the server would not find it to bind.
             self._auth.bind(services.settings)
+        if is_cluster_url(services.redis_url):
+            # Not yet: the social store's keys and pub/sub are for one Redis server.
+            log.warning("presence, monitors and sends need a single Redis; they answer 503")
+            return
         self._store = RedisSocialStore(services.redis_url, timeout=services.settings.redis_timeout)
         loop = asyncio.get_running_loop()
         self._tasks = [
