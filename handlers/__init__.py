@@ -16,6 +16,10 @@ server's secret. Without a token a request is anonymous, as before, unless
 either way. A stream uploaded with a token belongs to its principal: only that principal
 may resume it, ask about it or download it (403 for others); an anonymous one is anyone's
 who holds its key.
+
+Files between people (``xstream_server.social``, PROTOCOL §7, §8): ``/presence/*``,
+``/monitor``, ``/monitor/ack``, ``/send`` with ``/send/accept``, ``/send/deny``,
+``/send/done``, ``/send/refuse``; each needs a token.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from xstream_server import (
     StreamOffer,
     TokenAuth,
 )
+from xstream_server.social import install
 
 __all__ = ["app"]
 
@@ -104,3 +109,7 @@ async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
         "sha256": upload.sha256,
         "name": upload.metadata.get("name"),
     }
+
+
+# Presence, monitors and send-to-user: a token is always required.
+people = install(app, TokenAuth(required=True))

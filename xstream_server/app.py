@@ -19,13 +19,19 @@ A handler answers with a ``Reply`` or a plain value: ``bytes`` (a bytes payload)
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .events import EventHook, StreamEvent
 from .protocol import DataFormat, Status
+
+if TYPE_CHECKING:
+    from .engine import StreamEngine
+    from .settings import ServerSettings
+    from .state import StateStore
+    from .storage import Storage
 
 __all__ = [
     "App",
@@ -35,12 +41,15 @@ __all__ = [
     "CreateDecision",
     "CreateOffer",
     "HandlerResult",
+    "Notification",
+    "NotificationFeed",
     "PullContext",
     "PullRoute",
     "Reply",
     "RequestContext",
     "RequestRoute",
     "RouteError",
+    "Services",
     "StreamContent",
     "StreamEvent",
     "StreamOffer",
@@ -66,10 +75,49 @@ class ConfigurationError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Notification:
+    """A packet the server pushes to a client without being asked (PROTOCOL §8)."""
+
+    id: str  # ordered and unique per principal
+    kind: str  # the ``notification`` header: ``stream-offer``, ``stream-accepted``, ...
+    payload: Any  # a JSON value
+    sender: str | None = None  # the ``from`` header
+
+
+class NotificationFeed(Protocol):
+    """Notifications for one connection, as a request handler hands them to the transport
+    (``Reply(feed=...)``). The transport opens the feed once the reply is written, takes
+    batches while the connection lives, and closes it when the connection ends. Transports
+    without server pushes (HTTP) never open it."""
+
+    async def open(self) -> None: ...
+
+    async def next_batch(self) -> Sequence[Notification]:
+        """Wait until at least one notification is due; return those due, in order."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     payload: bytes | str | Any = b""
     data_format: DataFormat | None = None
     headers: Mapping[str, str | int] = field(default_factory=dict)
+    # Turns the connection into one that also receives notifications (a monitor, §8).
+    feed: NotificationFeed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a start-up hook gets: the server's own parts, for routes that need more than
+    their request (presence and inboxes kept in the state store, streams discarded...)."""
+
+    settings: ServerSettings
+    redis_url: str
+    store: StateStore
+    storage: Storage
+    engine: StreamEngine
 
 
 HandlerResult = Reply | bytes | str | dict[str, Any] | list[Any] | None
@@ -214,6 +262,10 @@ CompletionHandler = Callable[[CompletedUpload], Awaitable[HandlerResult]]
 AcceptHook = Callable[[StreamOffer], Awaitable[int | None]]
 # Maps the `authorization` header (None when absent) to a principal; raises RouteError(401).
 AuthPolicy = Callable[[str | None], Awaitable[str | None]]
+# Extra fields of ``/stream-status`` for the streams of one route (``key`` → fields).
+StatusFields = Callable[[str], Awaitable[Mapping[str, Any]]]
+# Run once the server's parts are up (start) or before they go down (stop).
+LifecycleHook = Callable[[Services], Awaitable[None]]
 # What a pull means on a route: the content to send, or RouteError (404, 403...).
 ContentHook = Callable[[PullContext], Awaitable[StreamContent]]
 
@@ -278,8 +330,15 @@ class App:
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
+        self.status_fields: dict[str, StatusFields] = {}
+        self.on_start: list[LifecycleHook] = []
+        self.on_stop: list[LifecycleHook] = []
         self.event_hooks: list[EventHook] = []
         self.before_create_hooks: list[BeforeCreateHook] = []
+
+    def add_status_fields(self, path: str, fields: StatusFields) -> None:
+        """Add ``fields(key)`` to what ``/stream-status`` says about streams of ``path``."""
+        self.status_fields[path] = fields
 
     def on_event(self, hook: EventHook) -> EventHook:
         """Register ``async def hook(event: StreamEvent)``, called for every lifecycle event

@@ -99,6 +99,13 @@ class ServerSettings(BaseSettings):
     # Threads for file I/O, hashing and fsync (blocking calls leave the event loop here).
     io_threads: int = Field(default=16, ge=2)
 
+    # People (PROTOCOL §7, §8): a presence registration lasts this long after the last one;
+    # notifications are kept until acknowledged or this old; a delivered send's content is
+    # deleted this long after the receiver said it has everything.
+    presence_expiry: float = Field(default=120.0, gt=0)
+    notification_expiry: float = Field(default=7 * 24 * 3600.0, gt=0)
+    send_keep: float = Field(default=24 * 3600.0, ge=0)
+
     # Lifecycle events appended to the Redis Stream ``xs:events`` (docs/EVENTS.md), capped
     # at about ``event_stream_length`` entries; off: only the app's on_event hooks get them.
     event_stream: bool = True

@@ -156,10 +156,15 @@ def _output(ctx: click.Context, quiet: bool, json_mode: bool) -> Output:
     return Output(json_mode=json_mode or ctx.obj["json"], quiet=quiet or ctx.obj["quiet"])
 
 
-_server_option = click.option(
+# (Typed out: the people commands import these while this module is still loading.)
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+_server_option: _Decorator = click.option(
     "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
 )
-_quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, no notes")
+_quiet_option: _Decorator = click.option(
+    "--quiet", "-q", is_flag=True, help="no progress, no notes"
+)
 _TRANSPORTS = click.Choice(["tcp", "utp"])
 
 
@@ -178,7 +183,7 @@ def _transport_given(ctx: click.Context) -> bool:
 
 
 # After a command as before it: ``xstream upload big.iso --transport utp``.
-_transport_option = click.option(
+_transport_option: _Decorator = click.option(
     "--transport",
     type=_TRANSPORTS,
     expose_value=False,
@@ -973,4 +978,13 @@ def token(
 
 
 if __name__ == "__main__":
-    main()
+    # Run the module's importable copy: the people commands attach to that one's group.
+    from xstream_server.cli.client import main as _main
+
+    _main()
+else:
+    # The commands of files between people (send, monitor, inbox, accept, deny, online).
+    from .people import COMMANDS as _PEOPLE_COMMANDS
+
+    for _name, _command in _PEOPLE_COMMANDS:
+        main.add_command(_command, _name)

@@ -19,11 +19,12 @@ import contextlib
 import json as jsonlib
 import os
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO, Final, Literal
 
+from ..app import Notification
 from ..protocol import Limits, Packet, PacketDecoder, RemoteProtocolError, encode_packet
 from ..utp.socket import open_utp_connection
 from .errors import ClientError, ServerProtocolError, error_for_status
@@ -188,6 +189,9 @@ class ClientConnection:
         self._content_ready = asyncio.Event()
         self._content_room = asyncio.Event()
         self._content_room.set()
+        # Notification packets (PROTOCOL §8) the server pushed, not yet taken.
+        self._notifications: deque[Notification] = deque()
+        self._notified = asyncio.Event()
         self._reader_task = asyncio.create_task(self._read_packets())
 
     @classmethod
@@ -556,7 +560,33 @@ class ClientConnection:
             self._waiting.append(waiter)
         return waiter
 
+    # -- notifications (PROTOCOL §8) -------------------------------------------------------
+
+    async def next_notification(self) -> Notification:
+        """The next notification the server pushed (after a ``/monitor`` request); raises
+        ``ConnectionLostError`` once the connection is gone and none is left."""
+        while not self._notifications:
+            if self._lost is not None:
+                raise self._lost
+            self._notified.clear()
+            await self._notified.wait()
+        return self._notifications.popleft()
+
+    async def notifications(self) -> AsyncIterator[Notification]:
+        """Notifications as they come, until the connection ends."""
+        while True:
+            try:
+                yield await self.next_notification()
+            except ConnectionLostError:
+                return
+
     def _deliver(self, packet: Packet) -> None:
+        headers = packet.headers
+        if "status" not in headers and "notification" in headers:
+            # Pushed by the server (never inside a response or raw bytes): not a reply.
+            self._notifications.append(_notification_of(packet))
+            self._notified.set()
+            return
         if self._waiting:
             waiter = self._waiting.popleft()
             if waiter is self._pull_reply:
@@ -587,6 +617,7 @@ class ClientConnection:
                 waiter.set_exception(self._lost)
                 waiter.exception()  # retrieved here: a caller may be gone already
         self._idle.set()
+        self._notified.set()
         self._content_ready.set()
 
     async def _read_packets(self) -> None:
@@ -618,6 +649,17 @@ class ClientConnection:
             reason = ConnectionLostError(f"connection lost: {exc}")
         finally:
             self._shut(reason)
+
+
+def _notification_of(packet: Packet) -> Notification:
+    headers = packet.headers
+    try:
+        payload = jsonlib.loads(packet.payload) if packet.payload else None
+        return Notification(
+            headers["notification-id"], headers["notification"], payload, headers.get("from")
+        )
+    except (KeyError, ValueError) as exc:
+        raise ServerProtocolError(f"malformed notification {dict(headers)!r}") from exc
 
 
 def _parse_grant(response: ClientResponse, total: int, key: str | None) -> StreamGrant:

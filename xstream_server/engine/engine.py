@@ -318,6 +318,20 @@ class StreamEngine:
             return found
         return await self._negotiator.terminate(key)
 
+    async def discard(
+        self, key: str, status: Status, message: str, *, finished: bool = True
+    ) -> Refused | None:
+        """A service operation for app code (no principal check): delete a stream, its part
+        and (unless ``finished`` is False) its finished file. A window open on it in this
+        process ends with ``status`` and ``message``; one in another process as in a
+        takeover (409). None when done; 410 when unknown."""
+        try:
+            if not await self.store.exists(key):
+                return Refused(Status.GONE, "stream key unknown or expired")
+        except StateUnavailable:
+            return Refused(Status.UNAVAILABLE, "state store unreachable")
+        return await self._negotiator.terminate(key, (status, message), finished=finished)
+
     async def status(self, key: str, authorization: str | None = None) -> StreamStatus | Refused:
         """A stream's durable state; 410 when unknown, 403 when it is someone else's."""
         try:

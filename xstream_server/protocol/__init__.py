@@ -4,7 +4,14 @@ Nothing in this package performs I/O or imports asyncio, redis or file APIs.
 """
 
 from .codec import Limits, Packet, PacketDecoder, encode_packet, parse_header_block
-from .connection import NEED_DATA, PAUSED, Mode, ServerConnection, response_headers
+from .connection import (
+    NEED_DATA,
+    PAUSED,
+    Mode,
+    ServerConnection,
+    notification_headers,
+    response_headers,
+)
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     ConnectionClosed,
@@ -44,6 +51,7 @@ __all__ = [
     "StreamRequest",
     "WindowReceived",
     "encode_packet",
+    "notification_headers",
     "parse_header_block",
     "parse_request",
     "parse_x_stream",

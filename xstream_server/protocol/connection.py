@@ -18,6 +18,13 @@ and reports how many it took with ``raw_received``; the machine only counts them
 (§5) is the same in the other direction: after ``accept_pull`` the transport sends the
 content's raw bytes itself and reports them with ``raw_sent``; input that arrives
 meanwhile is kept and read once the content is sent.
+
+Notification packets (PROTOCOL §8) may go out only between two of the server's own packets
+and never while a stream is being negotiated, received or completed, nor while a pull is
+being answered or its raw bytes sent: ``notify`` returns the packet at once in IDLE mode
+and holds it otherwise; held packets ride along with the output that brings the connection
+back to IDLE (a refusal, a completion, an empty pull) or, after a pull's last raw byte, are
+taken with ``take_notifications``.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from .events import (
 )
 from .status import Status
 
-__all__ = ["NEED_DATA", "PAUSED", "Mode", "ServerConnection"]
+__all__ = ["NEED_DATA", "PAUSED", "Mode", "ServerConnection", "notification_headers"]
 
 
 class Mode(Enum):
@@ -132,6 +139,20 @@ def response_headers(
     return headers
 
 
+def notification_headers(
+    kind: str, notification_id: str, sender: str | None = None
+) -> dict[str, str | int]:
+    """A notification packet's headers: no ``status`` (that tells it from a response)."""
+    headers: dict[str, str | int] = {
+        "notification": kind,
+        "notification-id": notification_id,
+        "data-format": DataFormat.JSON.value,
+    }
+    if sender is not None:
+        headers["from"] = sender
+    return headers
+
+
 class ServerConnection:
     def __init__(
         self, limits: Limits | None = None, payload_limit: PayloadLimit | None = None
@@ -147,6 +168,7 @@ class ServerConnection:
         self._stream: StreamRequest | None = None
         # Repeated on every call once closed, so a late caller sees the same cleanliness.
         self._closed = ConnectionClosed(True)
+        self._held: list[bytes] = []  # notification packets waiting for IDLE mode
 
     # ---- state -------------------------------------------------------------------------
     def _move(self, event: _Input) -> None:
@@ -166,6 +188,11 @@ class ServerConnection:
     def between_packets(self) -> bool:
         """True when no part of a packet waits in the input (a packet is not half in)."""
         return self._decoder.between_packets
+
+    @property
+    def notifications_held(self) -> int:
+        """Notification packets waiting for the connection to be between packets again."""
+        return len(self._held)
 
     @property
     def stream(self) -> StreamRequest | None:
@@ -311,7 +338,10 @@ class ServerConnection:
             raise LocalProtocolError(Status.SERVER_ERROR, "a refusal needs an error status")
         self._move(_Input.REFUSE)
         self._stream = None
-        return encode_packet(response_headers(status, stream.id, message, None, {"x-stream": -1}))
+        refusal = encode_packet(
+            response_headers(status, stream.id, message, None, {"x-stream": -1})
+        )
+        return refusal + self.take_notifications()
 
     def complete(
         self,
@@ -341,9 +371,34 @@ class ServerConnection:
             "x-stream-key": key,
             **(headers or {}),
         }
-        return encode_packet(
+        packet = encode_packet(
             response_headers(status, stream.id, message, data_format, extra), payload
         )
+        if self.mode is Mode.CLOSED:
+            self._held.clear()
+        return packet + self.take_notifications()
+
+    def notify(
+        self, kind: str, notification_id: str, payload: bytes, sender: str | None = None
+    ) -> bytes:
+        """A notification packet (§8): its bytes when they may be written now (IDLE mode),
+        else ``b""`` and the packet is held until the connection is back in IDLE mode (and
+        dropped once it is closed)."""
+        if self.mode in (Mode.CLOSED, Mode.ERROR):
+            return b""
+        packet = encode_packet(notification_headers(kind, notification_id, sender), payload)
+        if self.mode is Mode.IDLE:
+            return packet
+        self._held.append(packet)
+        return b""
+
+    def take_notifications(self) -> bytes:
+        """Held notification packets, once they may be written (IDLE mode), else ``b""``."""
+        if self.mode is not Mode.IDLE or not self._held:
+            return b""
+        data = b"".join(self._held)
+        self._held.clear()
+        return data
 
     def accept_pull(
         self,
@@ -373,7 +428,8 @@ class ServerConnection:
         self.send_remaining = self._content_size = size
         if not size:
             self._pull = None
-        return encode_packet(response_headers(Status.OK, pull.id, None, None, extra))
+        reply = encode_packet(response_headers(Status.OK, pull.id, None, None, extra))
+        return reply + self.take_notifications()
 
     def refuse_pull(self, status: Status, message: str | None = None) -> bytes:
         pull = self._require_pull()
@@ -381,7 +437,8 @@ class ServerConnection:
             raise LocalProtocolError(Status.SERVER_ERROR, "a refusal needs an error status")
         self._move(_Input.REFUSE_PULL)
         self._pull = None
-        return encode_packet(response_headers(status, pull.id, message, None, {"x-stream": -1}))
+        refusal = encode_packet(response_headers(status, pull.id, message, None, {"x-stream": -1}))
+        return refusal + self.take_notifications()
 
     def raw_sent(self, count: int) -> ContentSent | None:
         """Count ``count`` raw bytes of content the transport sent; the last one ends it."""
@@ -406,6 +463,7 @@ class ServerConnection:
         connection just ends."""
         sending = self.mode is Mode.SENDING
         self._move(_Input.ABORT)
+        self._held.clear()
         self._pull = None
         if sending:
             return b""

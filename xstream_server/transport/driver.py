@@ -13,6 +13,10 @@ knowing the transport:
 * raw mode: bytes go straight into the buffers of the engine's ``RawWindow``, which stores
   them and settles the window; a per-iteration read budget keeps hundreds of streams from
   starving everything else;
+* notifications (PROTOCOL §8): a reply that carries a feed (``/monitor``) starts a task
+  that takes batches from it and hands each to the sans-IO core, which writes it between
+  packets or holds it through a stream; one batch at a time, and none while the client
+  is not reading, so a monitor holds bounded memory;
 * pulls (downloads): the engine's ``Download`` gives the content's durable bytes one chunk
   at a time, each written once the transport's write buffer has drained below its
   high-water mark (backpressure), so no download is held in memory whole;
@@ -24,11 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ..engine import Completion, Download, DownloadFailed, Engine, RawWindow, Refused
+from ..engine import (
+    Completion,
+    Download,
+    DownloadFailed,
+    Engine,
+    RawWindow,
+    Refused,
+    Response,
+)
 from ..protocol import (
     NEED_DATA,
     PAUSED,
@@ -47,6 +60,7 @@ from .flow import INPUT, YIELD, FlowControl
 from .limits import SharedLimits
 
 if TYPE_CHECKING:
+    from ..app import NotificationFeed
     from ..settings import ServerSettings
 
 __all__ = ["Channel", "ConnectionDriver", "ConnectionHub"]
@@ -160,6 +174,10 @@ class ConnectionDriver:
         self._window: RawWindow | None = None
         self._download: Download | None = None
         self._input_counted = 0  # this connection's share of the input budget
+        self._feed: NotificationFeed | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self._held_sent = asyncio.Event()  # held notifications have left (or none were)
+        self._held_sent.set()
         self._admitted = hub.shared.admit(client)
         hub.connections.add(self)
         if not self._admitted:
@@ -254,6 +272,7 @@ class ConnectionDriver:
         self.flow.resume_writing()
         if self._window is not None:
             self._window.client_gone()
+        self._stop_feed()
         if self._download is not None:
             self._download.cancel()
 
@@ -339,6 +358,8 @@ class ConnectionDriver:
                 await self.flow.drain()
             if isinstance(event, Request):
                 response = await self.engine.handle_request(event)
+                if response.feed is not None and not await self._open_feed(response.feed):
+                    response = Response(Status.UNAVAILABLE, message="notifications unavailable")
                 self._queue_reply(
                     conn.respond(
                         event,
@@ -349,6 +370,9 @@ class ConnectionDriver:
                         headers=response.headers,
                     )
                 )
+                if response.feed is not None:
+                    self._flush_replies()
+                    self._start_feed(response.feed)
             elif isinstance(event, InvalidRequest):
                 self._queue_reply(conn.respond(event, event.status, message=event.message))
             elif isinstance(event, StreamRequest):
@@ -382,6 +406,7 @@ class ConnectionDriver:
         self._close()
 
     def _close(self) -> None:
+        self._stop_feed()
         self._closing = True
         self._count_input()
         self.flow.closed = True
@@ -403,11 +428,76 @@ class ConnectionDriver:
         elif self._pump is None or self._pump.done():
             self._abort(Status.UNAVAILABLE, "server shutting down")
 
+    # ---- notifications -----------------------------------------------------------------
+    def _start_feed(self, feed: NotificationFeed) -> None:
+        """Push ``feed``'s notifications on this connection from now on (a second monitor
+        request replaces the first feed)."""
+        self._stop_feed()
+        if self._closing:
+            self._loop.create_task(self._close_feed(feed))
+            return
+        self._feed = feed
+        self._feed_task = self._loop.create_task(self._run_feed(feed))
+
+    def _stop_feed(self) -> None:
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            self._feed_task = None
+            self._feed = None
+
+    async def _open_feed(self, feed: NotificationFeed) -> bool:
+        """Open the feed before the reply leaves: once the client has the reply, the
+        monitor is in place (its principal online, its notifications on their way)."""
+        try:
+            await feed.open()
+        except Exception:
+            log.exception("%s: a notification feed did not open", self.client)
+            await self._close_feed(feed)
+            return False
+        return True
+
+    async def _run_feed(self, feed: NotificationFeed) -> None:
+        try:
+            while not self._closing:
+                batch = await feed.next_batch()
+                for notification in batch:
+                    payload = json.dumps(notification.payload, separators=(",", ":")).encode()
+                    self._write(
+                        self.conn.notify(
+                            notification.kind, notification.id, payload, notification.sender
+                        )
+                    )
+                if self.conn.notifications_held:
+                    # A stream is under way: the next batch waits until these have left.
+                    self._held_sent.clear()
+                    await self._held_sent.wait()
+                if not self.flow.writable:
+                    await self.flow.drain()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%s: notification feed failed; closing the connection", self.client)
+            self._abort(Status.SERVER_ERROR, "notification feed failed")
+        finally:
+            await asyncio.shield(self._close_feed(feed))
+
+    async def _close_feed(self, feed: NotificationFeed) -> None:
+        try:
+            await feed.close()
+        except Exception:
+            log.exception("%s: closing a notification feed failed", self.client)
+
+    def _write_held_notifications(self) -> None:
+        self._write(self.conn.take_notifications())
+        if not self.conn.notifications_held:
+            self._held_sent.set()
+
     # ---- streams -----------------------------------------------------------------------
     async def _stream(self, request: StreamRequest) -> None:
         outcome = await self.engine.open_stream(request, self.client)
         if isinstance(outcome, Refused):
             self._write(self.conn.refuse_stream(outcome.status, outcome.message))
+            self._write_held_notifications()
             return
         session = outcome.session
         if self._closing:  # the client left while we negotiated
@@ -456,6 +546,7 @@ class ConnectionDriver:
         outcome = await self.engine.open_download(request, self.client)
         if isinstance(outcome, Refused):
             self._write(self.conn.refuse_pull(outcome.status, outcome.message))
+            self._write_held_notifications()
             return
         download = self._download = outcome
         try:
@@ -470,6 +561,7 @@ class ConnectionDriver:
                 )
             )
             await self._send_content(download)
+            self._write_held_notifications()  # held while the raw bytes went out
         finally:
             self._download = None
             download.close()
@@ -522,3 +614,4 @@ class ConnectionDriver:
                 headers=completion.headers,
             )
         )
+        self._write_held_notifications()
