@@ -7,7 +7,19 @@
   more than the free space it has not promised to other windows, less its reserve
   (``XSTREAM_STORAGE_RESERVE``), and refuses with 507 when nothing is left. The finished
   file stays under the data directory, named by its key; the client's ``name`` header is
-  only reported.
+  only reported. A pull (``x-stream-pull: O:B``) with ``x-stream-key: K`` downloads the
+  completed upload ``K`` (``xstream get K``); 404 while it is incomplete.
+
+Identities: ``/upload-file`` checks bearer tokens (``xstream token @alice``) with the
+server's secret. Without a token a request is anonymous, as before, unless
+``XSTREAM_AUTH_REQUIRED`` is on (then 401); a token that is invalid or expired is 401
+either way. A stream uploaded with a token belongs to its principal: only that principal
+may resume it, ask about it or download it (403 for others); an anonymous one is anyone's
+who holds its key.
+
+Files between people (``xstream_server.social``, PROTOCOL §7, §8): ``/presence/*``,
+``/monitor``, ``/monitor/ack``, ``/send`` with ``/send/accept``, ``/send/deny``,
+``/send/done``, ``/send/refuse``; each needs a token.
 """
 
 from __future__ import annotations
@@ -20,18 +32,24 @@ from xstream_server import (
     CompletedUpload,
     ConfigurationError,
     DataFormat,
+    PullContext,
     Reply,
     RequestContext,
     RouteError,
     Status,
+    StreamContent,
     StreamOffer,
+    TokenAuth,
 )
+from xstream_server.social import install
 
 __all__ = ["app"]
 
 MiB = 1024 * 1024
 
 app = App()
+# The server's secret; a token is required only when XSTREAM_AUTH_REQUIRED is on.
+auth = TokenAuth(required=None)
 
 
 @app.request("/echo")
@@ -69,7 +87,21 @@ async def _grant(offer: StreamOffer) -> int | None:
     return _window()
 
 
-@app.stream("/upload-file", accept=_grant, min_buffer=64 * 1024, max_buffer=MiB)
+async def _completed_upload(pull: PullContext) -> StreamContent:
+    if pull.key is None:
+        raise RouteError(Status.NOT_FOUND, "x-stream-key names the upload to download")
+    # Only the upload's principal may pull it (anyone, for an anonymous upload).
+    return StreamContent(pull.key, route="/upload-file")
+
+
+@app.stream(
+    "/upload-file",
+    accept=_grant,
+    auth=auth,
+    content=_completed_upload,
+    min_buffer=64 * 1024,
+    max_buffer=MiB,
+)
 async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
     return {
         "key": upload.key,
@@ -77,3 +109,7 @@ async def upload_file(upload: CompletedUpload) -> dict[str, Any]:
         "sha256": upload.sha256,
         "name": upload.metadata.get("name"),
     }
+
+
+# Presence, monitors and send-to-user: a token is always required.
+people = install(app, TokenAuth(required=True))

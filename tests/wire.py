@@ -51,6 +51,18 @@ class Wire:
                     raise EOFError("server closed the connection")
                 self.decoder.receive_data(data)
 
+    async def receive_raw(self, size: int, timeout: float = 30.0) -> bytes:
+        """Exactly ``size`` raw bytes (a download's content), then packets again."""
+        data = bytearray(self.decoder.take_buffered())
+        async with asyncio.timeout(timeout):
+            while len(data) < size:
+                more = await self.reader.read(min(1 << 20, size - len(data)))
+                if not more:
+                    raise EOFError(f"server closed after {len(data)} of {size} raw bytes")
+                data += more
+        self.decoder.receive_data(bytes(data[size:]))
+        return bytes(data[:size])
+
     async def request(self, headers: Mapping[str, str | int], payload: bytes = b"") -> Packet:
         await self.send(headers, payload)
         return await self.receive()

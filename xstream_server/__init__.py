@@ -10,14 +10,20 @@ from .app import (
     ConfigurationError,
     CreateDecision,
     CreateOffer,
+    Notification,
+    NotificationFeed,
+    PullContext,
     Reply,
     RequestContext,
     RouteError,
+    Services,
+    StreamContent,
     StreamOffer,
 )
 from .client import *  # noqa: F403
 from .client import __all__ as _client_all
 from .events import EventKind, StreamEvent
+from .identity import TokenAuth
 from .protocol import DataFormat, Status
 from .settings import ServerSettings
 
@@ -28,13 +34,19 @@ __all__ = [
     "CreateDecision",
     "CreateOffer",
     "DataFormat",
+    "Notification",
+    "NotificationFeed",
+    "PullContext",
     "EventKind",
     "Reply",
     "RequestContext",
     "RouteError",
     "ServerSettings",
+    "Services",
     "Status",
+    "StreamContent",
     "StreamEvent",
     "StreamOffer",
+    "TokenAuth",
     *_client_all,
 ]

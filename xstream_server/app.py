@@ -1,10 +1,16 @@
 """The framework API: an ``App`` holds routes; a backend developer registers handlers on it.
 
-Two kinds of route:
+Three kinds of route:
 
 * request routes: one packet in, one packet out (``@app.request("/echo")``);
 * stream routes: the client negotiates a raw-byte upload; the handler runs once the whole
-  stream is stored, with the finished file (``@app.stream("/upload-file", ...)``).
+  stream is stored, with the finished file (``@app.stream("/upload-file", ...)``);
+* pull routes: the client downloads content the route names (``@app.pull("/get")``).
+
+Downloads (PROTOCOL §5): a route that offers content has a *content hook*, which maps a
+``PullContext`` (key, metadata, principal of the pull) to ``StreamContent`` — the bytes of
+a stored stream — or refuses with ``RouteError``. A stream route takes one with
+``content=``; ``@app.pull`` registers a route that only serves content.
 
 A handler answers with a ``Reply`` or a plain value: ``bytes`` (a bytes payload), ``str``
 (text) or anything else JSON can encode (json). It refuses with ``RouteError``.
@@ -13,25 +19,38 @@ A handler answers with a ``Reply`` or a plain value: ``bytes`` (a bytes payload)
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .events import EventHook, StreamEvent
 from .protocol import DataFormat, Status
+
+if TYPE_CHECKING:
+    from .engine import StreamEngine
+    from .settings import ServerSettings
+    from .state import StateStore
+    from .storage import Storage
 
 __all__ = [
     "App",
     "CompletedUpload",
     "ConfigurationError",
+    "ContentHook",
     "CreateDecision",
     "CreateOffer",
     "HandlerResult",
+    "Notification",
+    "NotificationFeed",
+    "PullContext",
+    "PullRoute",
     "Reply",
     "RequestContext",
     "RequestRoute",
     "RouteError",
+    "Services",
+    "StreamContent",
     "StreamEvent",
     "StreamOffer",
     "StreamRoute",
@@ -56,10 +75,49 @@ class ConfigurationError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Notification:
+    """A packet the server pushes to a client without being asked (PROTOCOL §8)."""
+
+    id: str  # ordered and unique per principal
+    kind: str  # the ``notification`` header: ``stream-offer``, ``stream-accepted``, ...
+    payload: Any  # a JSON value
+    sender: str | None = None  # the ``from`` header
+
+
+class NotificationFeed(Protocol):
+    """Notifications for one connection, as a request handler hands them to the transport
+    (``Reply(feed=...)``). The transport opens the feed once the reply is written, takes
+    batches while the connection lives, and closes it when the connection ends. Transports
+    without server pushes (HTTP) never open it."""
+
+    async def open(self) -> None: ...
+
+    async def next_batch(self) -> Sequence[Notification]:
+        """Wait until at least one notification is due; return those due, in order."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     payload: bytes | str | Any = b""
     data_format: DataFormat | None = None
     headers: Mapping[str, str | int] = field(default_factory=dict)
+    # Turns the connection into one that also receives notifications (a monitor, §8).
+    feed: NotificationFeed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a start-up hook gets: the server's own parts, for routes that need more than
+    their request (presence and inboxes kept in the state store, streams discarded...)."""
+
+    settings: ServerSettings
+    redis_url: str
+    store: StateStore
+    storage: Storage
+    engine: StreamEngine
 
 
 HandlerResult = Reply | bytes | str | dict[str, Any] | list[Any] | None
@@ -145,6 +203,38 @@ class CompletedUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class PullContext:
+    """What a content hook sees of a pull (``x-stream-pull: O:B``)."""
+
+    route: str
+    key: str | None  # the pull's x-stream-key, if any
+    offset: int  # bytes the client holds already
+    metadata: Mapping[str, str]
+    principal: str | None  # from the route's auth policy
+
+
+@dataclass(frozen=True, slots=True)
+class StreamContent:
+    """The bytes of the stored stream ``key``, as content of a pull.
+
+    Only durable bytes are ever sent. ``live`` False: the stream must be complete (else
+    404). ``live`` True: a stream still being uploaded is served as it is uploaded, its
+    bytes sent as soon as they are durable, until its total (a live relay).
+
+    Who may pull: ``readers`` None keeps the stream's own rule (its principal only, or
+    anyone holding the key of a stream without one); a collection of principals lets in
+    exactly those instead (an addressee, say). Others get 403.
+
+    ``route``, when given, is the route the stream must have been uploaded on (else 404).
+    """
+
+    key: str
+    live: bool = False
+    readers: Collection[str] | None = None
+    route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CreateOffer:
     """A new stream, as a ``before_create`` hook sees it before anything is stored."""
 
@@ -172,6 +262,12 @@ CompletionHandler = Callable[[CompletedUpload], Awaitable[HandlerResult]]
 AcceptHook = Callable[[StreamOffer], Awaitable[int | None]]
 # Maps the `authorization` header (None when absent) to a principal; raises RouteError(401).
 AuthPolicy = Callable[[str | None], Awaitable[str | None]]
+# Extra fields of ``/stream-status`` for the streams of one route (``key`` → fields).
+StatusFields = Callable[[str], Awaitable[Mapping[str, Any]]]
+# Run once the server's parts are up (start) or before they go down (stop).
+LifecycleHook = Callable[[Services], Awaitable[None]]
+# What a pull means on a route: the content to send, or RouteError (404, 403...).
+ContentHook = Callable[[PullContext], Awaitable[StreamContent]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +297,8 @@ class StreamRoute:
     max_decoded_size: int = 16 * MiB
     # Runs of the completion handler before its failure (500) is the stream's final result.
     completion_attempts: int = 3
+    # What a pull on this route sends (PROTOCOL §5); None: pulls get 405.
+    content: ContentHook | None = None
 
     def __post_init__(self) -> None:
         if self.completion_attempts < 1:
@@ -210,7 +308,21 @@ class StreamRoute:
         return max(self.min_buffer, min(self.max_buffer, requested))
 
 
-Route = RequestRoute | StreamRoute
+@dataclass(frozen=True, slots=True)
+class PullRoute:
+    """A route that only serves downloads: every pull goes to ``content``."""
+
+    path: str
+    content: ContentHook
+    auth: AuthPolicy | None = None
+    min_buffer: int = 4 * 1024
+    max_buffer: int = 1 * MiB
+
+    def clamp_buffer(self, requested: int) -> int:
+        return max(self.min_buffer, min(self.max_buffer, requested))
+
+
+Route = RequestRoute | StreamRoute | PullRoute
 _H = TypeVar("_H", bound=Callable[..., Awaitable[HandlerResult]])
 
 
@@ -219,8 +331,15 @@ class App:
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
+        self.status_fields: dict[str, StatusFields] = {}
+        self.on_start: list[LifecycleHook] = []
+        self.on_stop: list[LifecycleHook] = []
         self.event_hooks: list[EventHook] = []
         self.before_create_hooks: list[BeforeCreateHook] = []
+
+    def add_status_fields(self, path: str, fields: StatusFields) -> None:
+        """Add ``fields(key)`` to what ``/stream-status`` says about streams of ``path``."""
+        self.status_fields[path] = fields
 
     def on_event(self, hook: EventHook) -> EventHook:
         """Register ``async def hook(event: StreamEvent)``, called for every lifecycle event
@@ -266,6 +385,7 @@ class App:
         expiry: float | None = None,
         max_decoded_size: int = 16 * MiB,
         completion_attempts: int = 3,
+        content: ContentHook | None = None,
     ) -> Callable[[_H], _H]:
         if not 1 <= min_buffer <= max_buffer:
             raise ValueError("buffer bounds must satisfy 1 <= min_buffer <= max_buffer")
@@ -286,9 +406,29 @@ class App:
                     expiry,
                     max_decoded_size,
                     completion_attempts,
+                    content,
                 )
             )
             return handler
+
+        return register
+
+    def pull(
+        self,
+        path: str,
+        *,
+        auth: AuthPolicy | None = None,
+        min_buffer: int = 4 * 1024,
+        max_buffer: int = 1 * MiB,
+    ) -> Callable[[ContentHook], ContentHook]:
+        """Register a route that serves downloads; the decorated hook says what a pull on
+        it means (see ``StreamContent``)."""
+        if not 1 <= min_buffer <= max_buffer:
+            raise ValueError("buffer bounds must satisfy 1 <= min_buffer <= max_buffer")
+
+        def register(hook: ContentHook) -> ContentHook:
+            self.add_route(PullRoute(path, hook, auth, min_buffer, max_buffer))
+            return hook
 
         return register
 

@@ -20,11 +20,12 @@ from types import TracebackType
 
 from starlette.routing import WebSocketRoute
 
-from .app import App
+from .app import App, Services
 from .embedded_redis import EmbeddedRedis, redact_url
 from .engine import StreamEngine
 from .events import EVENT_STREAM
 from .health import health_routes
+from .identity import bind_auth_policies
 from .private import private_directory
 from .protocol import Status
 from .settings import ServerSettings
@@ -89,6 +90,7 @@ class Server:
         self.utp_transport: UtpTransportServer | None = None
         self.utp_port: int | None = None
         self.store: RedisStateStore | None = None
+        self._services: Services | None = None
         self._executor: ThreadPoolExecutor | None = None
         # The HTTP face exists before the engine does, so that it can be mounted into
         # another ASGI application (run the server in that application's lifespan).
@@ -115,6 +117,7 @@ class Server:
         asyncio.get_running_loop().set_default_executor(self._executor)
         data_dir = self.settings.data_dir
         private_directory(data_dir)
+        bind_auth_policies(self.app, self.settings)
         if self.settings.redis_url is None:
             self.embedded_redis = EmbeddedRedis(data_dir / "redis")
             await self.embedded_redis.start()
@@ -142,6 +145,9 @@ class Server:
             await self.engine.maintenance.reconcile()
         except StateUnavailable as exc:
             log.warning("redis not reachable at start-up (%s); stream requests get 503", exc)
+        self._services = Services(self.settings, self.redis_url, self.store, storage, self.engine)
+        for hook in self.app.on_start:
+            await hook(self._services)
         self.transport = TcpTransportServer(self.engine, self.settings, self.shared_limits)
         self.host, self.port = await self.transport.start(
             self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port
@@ -223,6 +229,12 @@ class Server:
         if self.engine is not None:
             await self.engine.wait_settled(self.settings.shutdown_timeout)
             await self.engine.events.drain(self.settings.shutdown_timeout)
+        if self._services is not None:
+            for hook in reversed(self.app.on_stop):
+                try:
+                    await hook(self._services)
+                except Exception:
+                    log.exception("a stop hook of the app failed")
         for task in self._background:
             task.cancel()
         for task in self._background:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServerSettings"]
@@ -40,6 +40,13 @@ class ServerSettings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     # Bind the TCP and HTTP ports with SO_REUSEPORT (set for workers by their supervisor).
     reuse_port: bool = False
+
+    # Identities (PROTOCOL §6): the secret bearer tokens are signed with (at least 32
+    # characters); None: a random one kept in <data_dir>/auth-secret, made on first use.
+    auth_secret: SecretStr | None = None
+    # Routes whose TokenAuth leaves it to the server (the default app's) refuse requests
+    # without a token (401) when this is on; off, such requests are anonymous.
+    auth_required: bool = False
 
     # Packet limits (PROTOCOL §1); a route may set its own payload limit.
     max_header_block: int = Field(default=16 * 1024, ge=256)
@@ -92,6 +99,13 @@ class ServerSettings(BaseSettings):
     # Threads for file I/O, hashing and fsync (blocking calls leave the event loop here).
     io_threads: int = Field(default=16, ge=2)
 
+    # People (PROTOCOL §7, §8): a presence registration lasts this long after the last one;
+    # notifications are kept until acknowledged or this old; a delivered send's content is
+    # deleted this long after the receiver said it has everything.
+    presence_expiry: float = Field(default=120.0, gt=0)
+    notification_expiry: float = Field(default=7 * 24 * 3600.0, gt=0)
+    send_keep: float = Field(default=24 * 3600.0, ge=0)
+
     # Lifecycle events appended to the Redis Stream ``xs:events`` (docs/EVENTS.md), capped
     # at about ``event_stream_length`` entries; off: only the app's on_event hooks get them.
     event_stream: bool = True
@@ -102,3 +116,10 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     # "text": human-readable lines; "json": one JSON object per line (xstream_server/logs.py).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("the auth secret must be at least 32 bytes long")
+        return value

@@ -1,5 +1,6 @@
 """A loopback TCP proxy that cuts connections: each connection that has carried more than
-``cut_after`` bytes towards the server is reset on both sides, ``cuts`` times in all."""
+``cut_after`` bytes towards the server (towards the client with ``downstream``: a
+download) is reset on both sides, ``cuts`` times in all."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import contextlib
 
 
 class CuttingProxy:
-    def __init__(self, target_port: int, *, cut_after: int, cuts: int) -> None:
+    def __init__(
+        self, target_port: int, *, cut_after: int, cuts: int, downstream: bool = False
+    ) -> None:
         self.target_port = target_port
+        self.downstream = downstream
         self.cut_after = cut_after
         self.cuts_left = cuts
         self.port = 0
@@ -41,8 +45,8 @@ class CuttingProxy:
         ends = (client_w, server_w)
         try:
             await asyncio.gather(
-                self._pipe(client_r, server_w, ends, count=True),
-                self._pipe(server_r, client_w, ends, count=False),
+                self._pipe(client_r, server_w, ends, count=not self.downstream),
+                self._pipe(server_r, client_w, ends, count=self.downstream),
             )
         finally:
             for writer in ends:

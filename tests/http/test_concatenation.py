@@ -173,3 +173,34 @@ async def test_an_unfinished_part_waits_for_one_final_upload(
     again = await http.post(ROUTE, headers={**TUS, "Upload-Concat": f"final;{done} {done}"})
     assert again.status_code == 201
     assert (await http.get(again.headers["location"])).content == b"abcabc"
+
+
+async def test_concatenation_of_a_principals_parts(http: httpx.AsyncClient, server: Server) -> None:
+    """Parts uploaded with a bearer token belong to its principal: the engine pours them
+    into the final upload as itself (not as an anonymous reader), and the result is the
+    principal's too."""
+    from xstream_server.identity import issue_token, server_secret
+
+    auth = {"Authorization": f"Bearer {issue_token(server_secret(server.settings), '@alice')}"}
+    pieces = [os.urandom(30 * KiB), os.urandom(5)]
+    locations = []
+    for piece in pieces:
+        created = await http.post(
+            ROUTE,
+            headers={
+                **OCTETS,
+                **auth,
+                "Upload-Length": str(len(piece)),
+                "Upload-Concat": "partial",
+            },
+            content=piece,
+        )
+        assert created.status_code == 201
+        locations.append(created.headers["location"])
+    final = await http.post(
+        ROUTE, headers={**TUS, **auth, "Upload-Concat": "final;" + " ".join(locations)}
+    )
+    assert final.status_code == 201
+    location = final.headers["location"]
+    assert (await http.get(location)).status_code == 403
+    assert (await http.get(location, headers=auth)).content == b"".join(pieces)

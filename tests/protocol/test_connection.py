@@ -18,6 +18,7 @@ from xstream_server.protocol import (
     LocalProtocolError,
     Mode,
     Packet,
+    PullRequest,
     RemoteProtocolError,
     Request,
     ServerConnection,
@@ -85,6 +86,30 @@ def completing() -> ServerConnection:
     return conn
 
 
+def pull_packet(offset: int = 0, buffer_size: int = 8) -> bytes:
+    return encode_packet(
+        {
+            "route": "/down",
+            "id": "p",
+            "x-stream-pull": f"{offset}:{buffer_size}",
+            "x-stream-key": KEY,
+        }
+    )
+
+
+def pulling(offset: int = 0) -> ServerConnection:
+    conn = ServerConnection()
+    conn.receive_data(pull_packet(offset))
+    assert isinstance(conn.next_event(), PullRequest)
+    return conn
+
+
+def sending() -> ServerConnection:
+    conn = pulling()
+    conn.accept_pull(key=KEY, total=TOTAL, buffer_size=8)
+    return conn
+
+
 def closed() -> ServerConnection:
     conn = ServerConnection()
     conn.abort(Status.UNAVAILABLE, "shutting down")
@@ -104,6 +129,8 @@ IN_MODE: dict[Mode, Callable[[], ServerConnection]] = {
     Mode.NEGOTIATING: negotiating,
     Mode.RAW: raw,
     Mode.COMPLETING: completing,
+    Mode.PULLING: pulling,
+    Mode.SENDING: sending,
     Mode.CLOSED: closed,
     Mode.ERROR: errored,
 }
@@ -126,6 +153,11 @@ LOCAL: dict[_Input, Callable[[ServerConnection], object]] = {
     _Input.COMPLETE: lambda c: c.complete(key=KEY, missing=0),
     _Input.FAIL: lambda c: c.complete(key=KEY, missing=6, status=Status.INSUFFICIENT_STORAGE),
     _Input.ABORT: lambda c: c.abort(Status.UNAVAILABLE, "shutting down"),
+    _Input.ACCEPT_PULL: lambda c: c.accept_pull(key=KEY, total=TOTAL, buffer_size=8),
+    _Input.ACCEPT_PULL_EMPTY: lambda c: c.accept_pull(key=KEY, total=0, buffer_size=8),
+    _Input.REFUSE_PULL: lambda c: c.refuse_pull(Status.NOT_FOUND),
+    _Input.CONTENT_SENT: lambda c: c.raw_sent(c.send_remaining),
+    _Input.SEND_FAILED: lambda c: c.fail_sending(),
 }
 
 
@@ -136,6 +168,11 @@ def feed_request(conn: ServerConnection) -> object:
 
 def feed_stream_request(conn: ServerConnection) -> object:
     conn.receive_data(stream_packet())
+    return conn.next_event()
+
+
+def feed_pull_request(conn: ServerConnection) -> object:
+    conn.receive_data(pull_packet())
     return conn.next_event()
 
 
@@ -155,12 +192,14 @@ def feed_garbage(conn: ServerConnection) -> object:
 PEER: dict[_Input, Callable[[ServerConnection], object]] = {
     _Input.REQUEST: feed_request,
     _Input.STREAM_REQUEST: feed_stream_request,
+    _Input.PULL_REQUEST: feed_pull_request,
     _Input.PEER_CLOSED: feed_eof,
     _Input.PROTOCOL_ERROR: feed_garbage,
 }
 PEER_CASES = [
     (Mode.IDLE, _Input.REQUEST),
     (Mode.IDLE, _Input.STREAM_REQUEST),
+    (Mode.IDLE, _Input.PULL_REQUEST),
     (Mode.IDLE, _Input.PEER_CLOSED),
     (Mode.RAW, _Input.PEER_CLOSED),
     (Mode.CLOSED, _Input.PEER_CLOSED),
@@ -171,6 +210,8 @@ PEER_CASES = [
 DORMANT = [
     (Mode.NEGOTIATING, _Input.PEER_CLOSED),
     (Mode.COMPLETING, _Input.PEER_CLOSED),
+    (Mode.PULLING, _Input.PEER_CLOSED),
+    (Mode.SENDING, _Input.PEER_CLOSED),
     (Mode.ERROR, _Input.PEER_CLOSED),
     (Mode.NEGOTIATING, _Input.PROTOCOL_ERROR),
 ]
@@ -204,7 +245,9 @@ def test_peer_step(mode: Mode, step: _Input) -> None:
     assert mode_of(conn) is _TRANSITIONS[(mode, step)]
 
 
-@pytest.mark.parametrize("mode", [Mode.NEGOTIATING, Mode.COMPLETING, Mode.ERROR])
+@pytest.mark.parametrize(
+    "mode", [Mode.NEGOTIATING, Mode.COMPLETING, Mode.PULLING, Mode.SENDING, Mode.ERROR]
+)
 def test_peer_input_waits_while_an_answer_is_owed(mode: Mode) -> None:
     conn = IN_MODE[mode]()
     conn.receive_data(request_packet("later"))

@@ -10,6 +10,7 @@ from xstream_server.protocol import (
     DataFormat,
     InvalidRequest,
     Packet,
+    PullRequest,
     Request,
     Status,
     StreamRequest,
@@ -22,7 +23,7 @@ DIGEST = "0123456789abcdef" * 4
 
 def parse(
     headers: dict[str, str], payload: bytes = b""
-) -> Request | StreamRequest | InvalidRequest:
+) -> Request | StreamRequest | PullRequest | InvalidRequest:
     return parse_request(Packet(headers, payload))
 
 

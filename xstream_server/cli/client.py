@@ -1,4 +1,5 @@
-"""``xstream`` — upload files to an x-stream server, resuming where an earlier run stopped.
+"""``xstream`` — upload files to an x-stream server and download them back, resuming where
+an earlier run stopped; ``xstream token`` issues bearer tokens on the server's machine.
 
 Human output goes to stderr (progress bar, notes) and stdout (the key, the result); with
 ``--json`` stdout carries one JSON object per line instead (``event``: ``key``, ``retry``,
@@ -14,12 +15,14 @@ import dataclasses
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NoReturn
 
 import click
+from pydantic import ValidationError
 from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # no stubs in dev deps
 
 from ..client import (
@@ -38,11 +41,15 @@ from ..client import (
     UploadResult,
     XStreamError,
     connect,
+    download,
     parse_address,
+    partial_path,
 )
 from ..client.connection import Transport
 from ..client.errors import ChecksumMismatchError
 from ..client.resume_state import FileIdentity, ResumeStore, SavedUpload
+from ..identity import issue_token, parse_duration, server_secret, valid_principal
+from ..settings import ServerSettings
 
 __all__ = ["main"]
 
@@ -149,10 +156,15 @@ def _output(ctx: click.Context, quiet: bool, json_mode: bool) -> Output:
     return Output(json_mode=json_mode or ctx.obj["json"], quiet=quiet or ctx.obj["quiet"])
 
 
-_server_option = click.option(
+# (Typed out: the people commands import these while this module is still loading.)
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+_server_option: _Decorator = click.option(
     "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
 )
-_quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress, no notes")
+_quiet_option: _Decorator = click.option(
+    "--quiet", "-q", is_flag=True, help="no progress, no notes"
+)
 _TRANSPORTS = click.Choice(["tcp", "utp"])
 
 
@@ -171,7 +183,7 @@ def _transport_given(ctx: click.Context) -> bool:
 
 
 # After a command as before it: ``xstream upload big.iso --transport utp``.
-_transport_option = click.option(
+_transport_option: _Decorator = click.option(
     "--transport",
     type=_TRANSPORTS,
     expose_value=False,
@@ -533,7 +545,8 @@ def _print_result(result: UploadResult, out: Output) -> None:
 class _ProgressBar:
     """tqdm showing bytes sent, rate and time left; notes the confirmed bytes too."""
 
-    def __init__(self, total: int, *, disabled: bool) -> None:
+    def __init__(self, total: int, *, disabled: bool, confirmed: bool = True) -> None:
+        self._confirmed = confirmed
         self._bar: tqdm[Any] = tqdm(
             total=total,
             unit="B",
@@ -558,7 +571,8 @@ class _ProgressBar:
             bar.initial = bar.n = progress.sent
         else:
             bar.update(progress.sent - bar.n)
-        bar.set_postfix_str(f"confirmed {progress.acknowledged * 100 // progress.total}%")
+        if self._confirmed and progress.total:
+            bar.set_postfix_str(f"confirmed {progress.acknowledged * 100 // progress.total}%")
 
     def write(self, message: str, *, stdout: bool = False) -> None:
         self._bar.write(message, file=sys.stdout if stdout else sys.stderr)
@@ -779,5 +793,198 @@ async def _request(
     return EXIT_OK
 
 
+# -- get -----------------------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("key")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="where to write the content [default: KEY in the current folder]",
+)
+@_server_option
+@_transport_option
+@click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="route to pull from")
+@click.option("--retries", default=8, show_default=True, help="reconnects without progress")
+@click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
+@_quiet_option
+@click.pass_context
+def get(
+    ctx: click.Context,
+    key: str,
+    output: Path | None,
+    server: str | None,
+    route: str,
+    retries: int,
+    retry_delay: float,
+    json_mode: bool,
+    quiet: bool,
+) -> None:
+    """Download the content of KEY (on the default route: a completed upload).
+
+    Bytes gather in OUTPUT.part and it becomes OUTPUT once its sha256 matches the
+    server's. An interrupted download (Ctrl-C, a dropped network) resumes from the
+    partial file: run the same command again.
+    """
+    out = _output(ctx, quiet, json_mode)
+    address = _resolve_server(ctx, server)
+    target = output if output is not None else Path(key)
+    _run(
+        lambda: _get(
+            key,
+            target,
+            address,
+            route,
+            RetryPolicy(retries, retry_delay),
+            ctx.obj["authorization"],
+            ctx.obj["transport"],
+            out,
+        )
+    )
+
+
+async def _get(
+    key: str,
+    target: Path,
+    server: str,
+    route: str,
+    retry: RetryPolicy,
+    authorization: str | None,
+    transport: Transport,
+    out: Output,
+) -> int:
+    bar = _ProgressBar(0, disabled=out.quiet or out.json_mode, confirmed=False)
+
+    def on_retry(attempt: int, delay: float, error: Exception) -> None:
+        out.event("retry", attempt=attempt, delay=round(delay, 3), reason=str(error))
+        if not out.quiet and not out.json_mode:
+            bar.write(f"connection lost ({error}); retry {attempt} in {delay:.1f} s")
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopped_by: list[int] = []
+
+    def stop(signum: int) -> None:
+        stopped_by.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        result = await download(
+            key,
+            target,
+            server=server,
+            route=route,
+            authorization=authorization,
+            retry=retry,
+            on_progress=bar.update,
+            on_retry=on_retry,
+            transport=transport,
+        )
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        task.uncancel()
+        part = partial_path(target)
+        held = part.stat().st_size if part.exists() else 0
+        name = signal.Signals(stopped_by[0]).name
+        click.echo(
+            f"xstream: {name}: stopped with {held} bytes in {part}; run the same command "
+            "again to resume",
+            err=True,
+        )
+        out.event("interrupted", signal=name, key=key, received=held)
+        return EXIT_INTERRUPTED if stopped_by[0] == signal.SIGINT else EXIT_TERMINATED
+    except (XStreamError, ClientError) as exc:
+        _server_errors(out, exc, key)
+    except OSError as exc:
+        out.fail(EXIT_USAGE, f"cannot write {target}: {exc}")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        bar.close()
+    if out.json_mode:
+        out.event(
+            "done",
+            key=result.key,
+            path=result.path,
+            size=result.size,
+            sha256=result.sha256,
+            verified=result.verified,
+            resumed_from=result.resumed_from,
+            reconnects=result.reconnects,
+        )
+    elif not out.quiet:
+        check = "verified" if result.verified else "not announced by the server"
+        click.echo(f"{result.path}  {result.size} bytes  sha256 {result.sha256} ({check})")
+    return EXIT_OK
+
+
+# -- token ---------------------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("principal")
+@click.option(
+    "--ttl",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="how long the token is valid: 90s, 15m, 1h, 7d...",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the server's data directory, where its secret is kept (env XSTREAM_DATA_DIR) "
+    "[./data]; XSTREAM_AUTH_SECRET, when set, is used instead",
+)
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
+@click.pass_context
+def token(
+    ctx: click.Context, principal: str, ttl: str, data_dir: Path | None, json_mode: bool
+) -> None:
+    """Issue a bearer token for PRINCIPAL (like @alice), signed with the server's secret.
+
+    Run it where the server runs (it reads the secret from the server's data directory,
+    making it on first use, or from XSTREAM_AUTH_SECRET). Use the token with
+    -A 'Bearer <token>' or XSTREAM_AUTHORIZATION.
+    """
+    out = _output(ctx, False, json_mode)
+    if not valid_principal(principal):
+        raise click.BadParameter(
+            f"{principal!r}: '@' then 1-64 of a-z 0-9 _ . -", param_hint="PRINCIPAL"
+        )
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
+    try:
+        settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
+        secret = server_secret(settings)
+    except (ValidationError, ValueError, OSError, RuntimeError) as exc:
+        click.echo(f"xstream: cannot read the server's secret: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    now = time.time()
+    issued = issue_token(secret, principal, seconds, now=now)
+    if out.json_mode:
+        out.document({"principal": principal, "token": issued, "expires": int(now + seconds)})
+    else:
+        click.echo(issued)
+
+
 if __name__ == "__main__":
-    main()
+    # Run the module's importable copy: the people commands attach to that one's group.
+    from xstream_server.cli.client import main as _main
+
+    _main()
+else:
+    # The commands of files between people (send, monitor, inbox, accept, deny, online).
+    from .people import COMMANDS as _PEOPLE_COMMANDS
+
+    for _name, _command in _PEOPLE_COMMANDS:
+        main.add_command(_command, _name)

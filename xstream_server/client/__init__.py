@@ -6,8 +6,9 @@
         reply = await conn.request("/echo", json={"hello": "world"})
 
     result = await upload("big.iso", server="127.0.0.1:7070", on_progress=print)
+    done = await download(result.key, "copy.iso", server="127.0.0.1:7070")
 
-Scripts without an event loop use ``upload_sync``.
+Scripts without an event loop use ``upload_sync`` and ``download_sync``.
 """
 
 from .connection import (
@@ -15,10 +16,12 @@ from .connection import (
     ClientConnection,
     ClientResponse,
     ConnectionLostError,
+    PullGrant,
     StreamGrant,
     connect,
     parse_address,
 )
+from .download import DownloadResult, download, download_sync, partial_path
 from .errors import (
     AuthenticationError,
     ChecksumMismatchError,
@@ -63,11 +66,13 @@ __all__ = [
     "ClientResponse",
     "ConnectionFailedError",
     "ConnectionLostError",
+    "DownloadResult",
     "IntegrityError",
     "NotResumableError",
     "Progress",
     "ProgressCallback",
     "ProgressFeed",
+    "PullGrant",
     "RequestError",
     "RetryPolicy",
     "RetryableServerError",
@@ -84,8 +89,11 @@ __all__ = [
     "UploadSource",
     "XStreamError",
     "connect",
+    "download",
+    "download_sync",
     "error_for_status",
     "parse_address",
+    "partial_path",
     "upload",
     "upload_sync",
 ]

@@ -1,11 +1,15 @@
-"""One client connection: packets out, packets in, and raw-byte windows (PROTOCOL §1–§3).
+"""One client connection: packets out, packets in, raw-byte windows (PROTOCOL §1–§3) and
+pulls (§5).
 
 Framing is the protocol core's (``encode_packet``, ``PacketDecoder``); this module adds the
 asyncio plumbing. A background task reads packets and hands each to the oldest caller still
 waiting — the server answers in request order, so concurrent ``request`` calls pipeline.
 
 A stream takes the connection for itself: ``negotiate`` waits until no ordinary request is
-in flight, and nothing else may be sent until the window's completion packet is in.
+in flight, and nothing else may be sent until the window's completion packet is in. A pull
+does too: after its accept reply the reader task hands the next ``T − O`` bytes to
+``read_content`` instead of the packet decoder, holding at most a few MiB (it stops reading
+the socket while the consumer is behind).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import contextlib
 import json as jsonlib
 import os
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO, Final, Literal
 
+from ..app import Notification
 from ..protocol import Limits, Packet, PacketDecoder, RemoteProtocolError, encode_packet
 from ..utp.socket import open_utp_connection
 from .errors import ClientError, ServerProtocolError, error_for_status
@@ -29,6 +34,7 @@ __all__ = [
     "ClientConnection",
     "ClientResponse",
     "ConnectionLostError",
+    "PullGrant",
     "StreamGrant",
     "Transport",
     "connect",
@@ -45,6 +51,8 @@ _SPAN_SECONDS: Final = 0.1
 _SPAN_MIN: Final = 256 * 1024
 _SPAN_MAX: Final = 32 * 1024 * 1024
 _MISSING: Final[Any] = object()
+# Raw content the reader task holds for ``read_content`` before it stops reading.
+_CONTENT_BUFFER: Final = 4 * 1024 * 1024
 
 
 class ConnectionLostError(ClientError, ConnectionError):
@@ -137,6 +145,24 @@ class StreamGrant:
         return self.offset + self.window < self.total
 
 
+@dataclass(frozen=True, slots=True)
+class PullGrant:
+    """The server's accept reply to a pull (§5): ``total − offset`` raw bytes follow;
+    ``checksum`` is the content's sha256 hex digest when the server knows it."""
+
+    key: str
+    total: int
+    offset: int
+    buffer_size: int
+    checksum: str | None
+    response: ClientResponse
+
+    @property
+    def size(self) -> int:
+        """Bytes that follow the reply."""
+        return self.total - self.offset
+
+
 class ClientConnection:
     """A packet connection to an x-stream server. Create it with ``connect``."""
 
@@ -154,6 +180,18 @@ class ClientConnection:
         # No write may wait longer than this for the peer to take bytes (None: no limit).
         self.stall_timeout: float | None = None
         self._completion: asyncio.Future[Packet] | None = None
+        # Pulls: the reply that switches the reader to raw content, and that content.
+        self._pull_reply: asyncio.Future[Packet] | None = None
+        self._raw_due = 0  # content bytes the reader still has to take off the socket
+        self._content_left = 0  # content bytes read_content has still to hand out
+        self._content: deque[bytes] = deque()
+        self._content_buffered = 0
+        self._content_ready = asyncio.Event()
+        self._content_room = asyncio.Event()
+        self._content_room.set()
+        # Notification packets (PROTOCOL §8) the server pushed, not yet taken.
+        self._notifications: deque[Notification] = deque()
+        self._notified = asyncio.Event()
         self._reader_task = asyncio.create_task(self._read_packets())
 
     @classmethod
@@ -353,6 +391,86 @@ class ClientConnection:
             self._completion = None
             self._streaming = False
 
+    # -- pulls (used by Download) ----------------------------------------------------------
+
+    async def pull(
+        self,
+        route: str,
+        *,
+        key: str | None = None,
+        offset: int = 0,
+        buffer_size: int = 1024 * 1024,
+        metadata: Mapping[str, str | int] | None = None,
+        authorization: str | None = None,
+    ) -> PullGrant:
+        """Send a pull (``x-stream-pull: O:B``, §5). Refusals raise their ``XStreamError``.
+
+        After a grant the caller MUST take ``grant.size`` bytes with ``read_content``
+        before anything else is sent on this connection.
+        """
+        await self._idle.wait()
+        if self._streaming:
+            raise RuntimeError("a stream is already in progress on this connection")
+        headers: dict[str, str | int] = dict(metadata or {})
+        headers.update({"route": route, "x-stream-pull": f"{offset}:{buffer_size}"})
+        if key is not None:
+            headers["x-stream-key"] = key
+        if authorization is not None:
+            headers["authorization"] = authorization
+        packet = encode_packet(headers)
+        self._streaming = True
+        try:
+            waiter = self._pull_reply = self._expect()
+            self._writer.write(packet)
+            self._idle.clear()
+            try:
+                await self._drain()
+                response = ClientResponse.from_packet(await waiter)
+            finally:
+                if not self._waiting:
+                    self._idle.set()
+            response.raise_for_status()
+            grant = _parse_pull_grant(response, offset)
+        except BaseException:
+            self._streaming = False
+            raise
+        self._content_left = grant.size
+        if not grant.size:
+            self._streaming = False
+        return grant
+
+    async def read_content(self) -> bytes:
+        """The next piece of the granted pull's content; ``b""`` once all of it is read.
+        Raises ``ConnectionLostError`` (after every byte that did arrive) when the
+        connection ends first."""
+        while not self._content:
+            if not self._content_left:
+                self._streaming = False
+                return b""
+            if self._lost is not None:
+                raise self._lost
+            self._content_ready.clear()
+            await self._content_ready.wait()
+        chunk = self._content.popleft()
+        self._content_buffered -= len(chunk)
+        self._content_left -= len(chunk)
+        if self._content_buffered <= _CONTENT_BUFFER:
+            self._content_room.set()
+        if not self._content_left:
+            self._streaming = False
+        return chunk
+
+    async def _take_content(self, data: bytes) -> None:
+        """Raw content off the socket (the reader task): handed to ``read_content``; the
+        reader waits while too much is held."""
+        self._content.append(data)
+        self._content_buffered += len(data)
+        self._raw_due -= len(data)
+        self._content_ready.set()
+        if self._content_buffered > _CONTENT_BUFFER:
+            self._content_room.clear()
+            await self._content_room.wait()
+
     async def send_raw(self, data: bytes | bytearray | memoryview) -> None:
         """Write raw window bytes, waiting while the transport's buffer is full."""
         self._check_open()
@@ -442,9 +560,45 @@ class ClientConnection:
             self._waiting.append(waiter)
         return waiter
 
+    # -- notifications (PROTOCOL §8) -------------------------------------------------------
+
+    async def next_notification(self) -> Notification:
+        """The next notification the server pushed (after a ``/monitor`` request); raises
+        ``ConnectionLostError`` once the connection is gone and none is left."""
+        while not self._notifications:
+            if self._lost is not None:
+                raise self._lost
+            self._notified.clear()
+            await self._notified.wait()
+        return self._notifications.popleft()
+
+    async def notifications(self) -> AsyncIterator[Notification]:
+        """Notifications as they come, until the connection ends."""
+        while True:
+            try:
+                yield await self.next_notification()
+            except ConnectionLostError:
+                return
+
     def _deliver(self, packet: Packet) -> None:
+        headers = packet.headers
+        if "status" not in headers and "notification" in headers:
+            # Pushed by the server (never inside a response or raw bytes): not a reply.
+            self._notifications.append(_notification_of(packet))
+            self._notified.set()
+            return
         if self._waiting:
             waiter = self._waiting.popleft()
+            if waiter is self._pull_reply:
+                # The bytes after an accepted pull's reply are its content, not packets.
+                self._pull_reply = None
+                if packet.headers.get("status") == "0":
+                    try:
+                        self._raw_due = _pull_content_size(packet)
+                    except ServerProtocolError as exc:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                        raise
             # A cancelled caller still owned this reply; it is dropped with it.
             if not waiter.done():
                 waiter.set_result(packet)
@@ -463,6 +617,8 @@ class ClientConnection:
                 waiter.set_exception(self._lost)
                 waiter.exception()  # retrieved here: a caller may be gone already
         self._idle.set()
+        self._notified.set()
+        self._content_ready.set()
 
     async def _read_packets(self) -> None:
         reason: ClientError = ConnectionLostError("connection closed by the server")
@@ -471,9 +627,18 @@ class ClientConnection:
                 data = await self._reader.read(_READ_SIZE)
                 if not data:
                     break
-                self._decoder.receive_data(data)
-                while (packet := self._decoder.next_packet()) is not None:
-                    self._deliver(packet)
+                while data:
+                    if self._raw_due:
+                        piece, data = data[: self._raw_due], data[self._raw_due :]
+                        await self._take_content(piece)
+                        continue
+                    self._decoder.receive_data(data)
+                    data = b""
+                    while (packet := self._decoder.next_packet()) is not None:
+                        self._deliver(packet)
+                        if self._raw_due:  # a pull was accepted: what follows is content
+                            data = self._decoder.take_buffered()
+                            break
         except RemoteProtocolError as exc:
             reason = ServerProtocolError(f"malformed packet from the server: {exc.message}")
             self._writer.transport.abort()
@@ -484,6 +649,17 @@ class ClientConnection:
             reason = ConnectionLostError(f"connection lost: {exc}")
         finally:
             self._shut(reason)
+
+
+def _notification_of(packet: Packet) -> Notification:
+    headers = packet.headers
+    try:
+        payload = jsonlib.loads(packet.payload) if packet.payload else None
+        return Notification(
+            headers["notification-id"], headers["notification"], payload, headers.get("from")
+        )
+    except (KeyError, ValueError) as exc:
+        raise ServerProtocolError(f"malformed notification {dict(headers)!r}") from exc
 
 
 def _parse_grant(response: ClientResponse, total: int, key: str | None) -> StreamGrant:
@@ -505,6 +681,40 @@ def _parse_grant(response: ClientResponse, total: int, key: str | None) -> Strea
         raise ServerProtocolError(f"resumed {key!r}, the server answered for {granted_key!r}")
     window = remaining if capacity == 0 else capacity
     return StreamGrant(granted_key, offset, window, buffer_size, total, response)
+
+
+def _pull_content_size(packet: Packet) -> int:
+    """``T − O`` of an accepted pull's reply; ServerProtocolError when malformed."""
+    headers = packet.headers
+    try:
+        total = int(headers["x-stream"].partition(":")[0])
+        offset = int(headers["x-stream-offset"])
+    except (KeyError, ValueError) as exc:
+        raise ServerProtocolError(f"malformed pull reply {dict(headers)!r}") from exc
+    if not 0 <= offset <= total:
+        raise ServerProtocolError(f"pull reply out of range: offset {offset}, total {total}")
+    return total - offset
+
+
+def _parse_pull_grant(response: ClientResponse, offset: int) -> PullGrant:
+    headers = response.headers
+    try:
+        total_text, _, b2_text = headers["x-stream"].partition(":")
+        total, buffer_size = int(total_text), int(b2_text)
+        key = headers["x-stream-key"]
+        granted_offset = int(headers["x-stream-offset"])
+    except (KeyError, ValueError) as exc:
+        raise ServerProtocolError(f"malformed pull reply {dict(headers)!r}") from exc
+    if granted_offset != offset:
+        raise ServerProtocolError(f"pulled from {offset}, the server sends from {granted_offset}")
+    checksum = None
+    announced = headers.get("x-stream-checksum")
+    if announced is not None:
+        algorithm, _, digest = announced.partition(":")
+        if algorithm != "sha256" or len(digest) != 64:
+            raise ServerProtocolError(f"malformed x-stream-checksum {announced!r}")
+        checksum = digest.lower()
+    return PullGrant(key, total, granted_offset, buffer_size, checksum, response)
 
 
 async def _open_streams(

@@ -34,6 +34,12 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
   durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
   termination), stopping a window still open on it first.
+* ``open_download(pull, client) -> Download | Refused`` answers a pull (§5): the route's
+  content hook names the content; ``open_content(key, offset, live=..., principal=...,
+  readers=...)`` serves a stored stream directly (a route or service may call it). A
+  ``Download`` gives its durable bytes with ``await read(size)`` (``b""`` at the end);
+  a *live* one serves a stream still being uploaded, waiting for each checkpoint (a
+  relay). ``cancel()`` ends it from outside; ``close()`` when done.
 
 How a new transport plugs in: byte-stream transports (TCP, WebSocket and uTP) reuse
 ``transport.driver.ConnectionDriver``, which runs the sans-IO protocol core against
@@ -46,12 +52,15 @@ trails the writer in a thread of its own), ``window`` (receiving W bytes),
 ``negotiation`` (new/resume, leases and takeover, grants and the accept hook),
 ``registry`` (live sessions, promised space, cached hashes), ``completion`` (verify,
 finalize, handler, result), ``dispatch`` (request routes, ``/stream-status``),
+``download`` (serving durable bytes, live relays), ``access`` (the principal rule),
 ``maintenance`` (takeover requests, lease renewal, start-up reconcile, the sweeper),
 ``engine`` (``StreamEngine``, which ties them together).
 """
 
+from .access import may_access
 from .api import Engine
 from .dispatch import STATUS_ROUTE
+from .download import Download, DownloadFailed
 from .engine import StreamEngine
 from .errors import new_key, status_of_error
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus, completion_of
@@ -64,6 +73,8 @@ __all__ = [
     "STORAGE",
     "Accepted",
     "Completion",
+    "Download",
+    "DownloadFailed",
     "Engine",
     "PartCheck",
     "RawWindow",
@@ -74,6 +85,7 @@ __all__ = [
     "StreamSession",
     "StreamStatus",
     "completion_of",
+    "may_access",
     "new_key",
     "status_of_error",
 ]

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
-from ..protocol import Request, StreamRequest
+from ..protocol import PullRequest, Request, StreamRequest
+from .download import Download
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus
 from .window import PartCheck, RawWindow, ReadControl
 
@@ -68,3 +69,18 @@ class Engine(Protocol):
     def read(
         self, key: str, offset: int = 0, authorization: str | None = None
     ) -> AsyncIterator[bytes]: ...
+
+    async def open_download(self, request: PullRequest, client: str) -> Download | Refused: ...
+
+    async def open_content(
+        self,
+        key: str,
+        offset: int = 0,
+        *,
+        live: bool = False,
+        principal: str | None = None,
+        readers: Collection[str] | None = None,
+        buffer_size: int = ...,
+        check_access: bool = True,
+        route: str | None = None,
+    ) -> Download | Refused: ...

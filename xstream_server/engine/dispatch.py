@@ -7,9 +7,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
-from ..app import App, RequestContext, RequestRoute, RouteError, StreamRoute, encode_reply
+from ..app import (
+    App,
+    Reply,
+    RequestContext,
+    RequestRoute,
+    RouteError,
+    StreamRoute,
+    encode_reply,
+)
 from ..protocol import DataFormat, Request, Status
 from .completion import decode_payload
 from .outcomes import Refused, Response, StreamStatus
@@ -35,7 +43,8 @@ class RequestDispatcher:
         if route is None:
             return Response(Status.NOT_FOUND, message=f"no route {request.route}")
         if not isinstance(route, RequestRoute):
-            return Response(Status.METHOD_NOT_ALLOWED, message="this route takes only streams")
+            only = "streams" if isinstance(route, StreamRoute) else "pulls"
+            return Response(Status.METHOD_NOT_ALLOWED, message=f"this route takes only {only}")
         try:
             principal = await route.auth(request.authorization) if route.auth else None
             try:
@@ -53,13 +62,15 @@ class RequestDispatcher:
                 request.metadata,
                 principal,
             )
-            payload, fmt, headers = encode_reply(await route.handler(context))
+            result = await route.handler(context)
+            payload, fmt, headers = encode_reply(result)
         except RouteError as exc:
             return Response(exc.status, message=exc.message)
         except Exception:
             log.exception("handler of %s failed", request.route)
             return Response(Status.SERVER_ERROR, message="handler error")
-        return Response(Status.OK, payload, fmt, headers)
+        feed = result.feed if isinstance(result, Reply) else None
+        return Response(Status.OK, payload, fmt, headers, feed=feed)
 
     async def _stream_status(self, request: Request) -> Response:
         """``/stream-status``: JSON ``{"key": K}`` in, the stream's route, total, durable
@@ -73,7 +84,7 @@ class RequestDispatcher:
         found = await self._status(key, request.authorization)
         if isinstance(found, Refused):
             return Response(found.status, message=found.message)
-        info: dict[str, object] = {
+        info: dict[str, Any] = {
             "key": found.key,
             "route": found.route,
             "total": found.total,
@@ -86,6 +97,14 @@ class RequestDispatcher:
             allowed = route.completion_attempts if isinstance(route, StreamRoute) else 1
             info["attempts"] = found.attempts
             info["attempts_left"] = max(0, allowed - found.attempts)
+        fields = self.app.status_fields.get(found.route)
+        if fields is not None:
+            try:
+                extra = await fields(found.key)
+            except Exception:
+                log.exception("status fields of %s failed", found.route)
+                return Response(Status.SERVER_ERROR, message="handler error")
+            info = {**extra, **info}
         return Response(Status.OK, json.dumps(info).encode(), DataFormat.JSON)
 
 

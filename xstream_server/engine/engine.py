@@ -7,17 +7,27 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Final
 
-from ..app import App, RequestRoute, RouteError, StreamRoute
+from ..app import (
+    App,
+    PullContext,
+    PullRoute,
+    RequestRoute,
+    RouteError,
+    StreamContent,
+    StreamRoute,
+)
 from ..events import StreamEvents
-from ..protocol import DataFormat, Request, Status, StreamRequest
+from ..protocol import DataFormat, PullRequest, Request, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord, StreamState
-from ..storage import Storage
+from ..storage import Storage, StorageError
+from .access import may_access
 from .completion import Completer
 from .dispatch import RequestDispatcher
+from .download import Download
 from .maintenance import Maintenance
 from .negotiation import Negotiator
 from .outcomes import Accepted, Completion, Refused, Response, StreamStatus
@@ -271,7 +281,12 @@ class StreamEngine:
         for part in parts:
             end = start + part.total
             if offset < end and size > 0:
-                async for chunk in self.read(part.key, max(0, offset - start)):
+                # The caller checked the parts (their principal included): read them as
+                # the engine, not as an anonymous client.
+                part_bytes = self._download(
+                    part.key, part.offset, max(0, offset - start), None, _READ_CHUNK, live=False
+                )
+                async for chunk in part_bytes.chunks(_READ_CHUNK):
                     piece = chunk[:size]
                     size -= len(piece)
                     yield piece
@@ -303,6 +318,20 @@ class StreamEngine:
             return found
         return await self._negotiator.terminate(key)
 
+    async def discard(
+        self, key: str, status: Status, message: str, *, finished: bool = True
+    ) -> Refused | None:
+        """A service operation for app code (no principal check): delete a stream, its part
+        and (unless ``finished`` is False) its finished file. A window open on it in this
+        process ends with ``status`` and ``message``; one in another process as in a
+        takeover (409). None when done; 410 when unknown."""
+        try:
+            if not await self.store.exists(key):
+                return Refused(Status.GONE, "stream key unknown or expired")
+        except StateUnavailable:
+            return Refused(Status.UNAVAILABLE, "state store unreachable")
+        return await self._negotiator.terminate(key, (status, message), finished=finished)
+
     async def status(self, key: str, authorization: str | None = None) -> StreamStatus | Refused:
         """A stream's durable state; 410 when unknown, 403 when it is someone else's."""
         try:
@@ -317,20 +346,120 @@ class StreamEngine:
     async def read(
         self, key: str, offset: int = 0, authorization: str | None = None
     ) -> AsyncIterator[bytes]:
-        """The durable bytes of a stream from ``offset`` (downloads); raises ``LookupError``
-        for a stream that is unknown or not the caller's."""
+        """The durable bytes of a stream from ``offset`` (HTTP downloads; all of them once
+        it is complete), with the same principal rule as a resume; raises ``LookupError``
+        for a stream that is unknown or not the caller's, ``DownloadFailed`` when its
+        bytes vanish."""
         found = await self.status(key, authorization)
         if isinstance(found, Refused):
             raise LookupError(found.message)
-        position = offset
-        while position < found.offset:
-            chunk = await self.storage.read(
-                key, position, min(_READ_CHUNK, found.offset - position)
-            )
-            if not chunk:
-                return
-            position += len(chunk)
+        download = self._download(key, found.offset, offset, None, _READ_CHUNK, live=False)
+        async for chunk in download.chunks(_READ_CHUNK):
             yield chunk
+
+    async def open_download(self, request: PullRequest, client: str) -> Download | Refused:
+        """Answer a pull (``x-stream-pull: O:B``): the route's auth policy names the
+        principal, its content hook says which content is meant; then ``open_content``.
+        Refusals: 404 (no route, no content, incomplete), 405 (the route offers none), 401/403
+        (auth, someone else's), 410 (unknown or expired key), 416 (``O`` past the end)."""
+        if self._shutting_down:
+            return Refused(Status.UNAVAILABLE, "server shutting down")
+        route = self.app.routes.get(request.route)
+        if route is None:
+            return Refused(Status.NOT_FOUND, f"no route {request.route}")
+        hook = route.content if isinstance(route, StreamRoute | PullRoute) else None
+        if hook is None or isinstance(route, RequestRoute):
+            return Refused(Status.METHOD_NOT_ALLOWED, "this route offers nothing to pull")
+        try:
+            principal = await route.auth(request.authorization) if route.auth else None
+            content = await hook(
+                PullContext(request.route, request.key, request.offset, request.metadata, principal)
+            )
+        except RouteError as exc:
+            return Refused(exc.status, exc.message)
+        except Exception:
+            log.exception("content hook of %s failed", request.route)
+            return Refused(Status.SERVER_ERROR, "internal error")
+        if not isinstance(content, StreamContent):
+            log.error("content hook of %s returned %r, not StreamContent", route.path, content)
+            return Refused(Status.SERVER_ERROR, "internal error")
+        return await self.open_content(
+            content.key,
+            request.offset,
+            live=content.live,
+            principal=principal,
+            readers=content.readers,
+            buffer_size=route.clamp_buffer(request.buffer_size),
+            route=content.route,
+        )
+
+    async def open_content(
+        self,
+        key: str,
+        offset: int = 0,
+        *,
+        live: bool = False,
+        principal: str | None = None,
+        readers: Collection[str] | None = None,
+        buffer_size: int = _READ_CHUNK,
+        check_access: bool = True,
+        route: str | None = None,
+    ) -> Download | Refused:
+        """Serve the stored stream ``key`` from ``offset``: only its durable bytes, the
+        whole once complete; with ``live`` while it is still being uploaded, waiting for
+        each checkpoint (a relay). ``principal`` must be let in by the stream's rule (or be
+        one of ``readers``) unless ``check_access`` is off (the caller checked); with
+        ``route``, the stream must have been uploaded on that route (else 404)."""
+        try:
+            record = await self.store.get(key)
+        except StateUnavailable:
+            return Refused(Status.UNAVAILABLE, "state store unreachable")
+        if record is None:
+            return Refused(Status.GONE, "stream key unknown or expired")
+        if route is not None and record.route != route:
+            return Refused(Status.NOT_FOUND, f"no upload {key} on {route}")
+        if check_access and not may_access(record.principal, principal, readers):
+            return Refused(Status.FORBIDDEN, "stream belongs to someone else")
+        complete = record.state is not StreamState.ACTIVE
+        if not complete and (not live or record.length_deferred):
+            return Refused(
+                Status.NOT_FOUND, f"upload incomplete: {record.offset} of {record.total} bytes"
+            )
+        if offset > record.total:
+            return Refused(
+                Status.RANGE_NOT_SATISFIABLE, f"offset {offset} is past the end ({record.total})"
+            )
+        if complete:
+            try:  # the completion handler may have moved or deleted the file
+                await self.storage.read(key, record.total, 0)
+            except StorageError:
+                return Refused(Status.GONE, "the content is no longer stored")
+        if not complete:
+            return self._download(key, record.total, offset, None, buffer_size, True, record.offset)
+        return self._download(key, record.total, offset, record.sha256, buffer_size, live)
+
+    def _download(
+        self,
+        key: str,
+        total: int,
+        offset: int,
+        checksum: str | None,
+        buffer_size: int,
+        live: bool,
+        durable: int | None = None,
+    ) -> Download:
+        return Download(
+            key=key,
+            total=total,
+            offset=offset,
+            buffer_size=buffer_size,
+            checksum=checksum,
+            live=live,
+            available=total if durable is None else durable,
+            store=self.store,
+            storage=self.storage,
+            streams=self.live,
+        )
 
     # ---- what sessions call (SessionHost) -----------------------------------------------
     async def complete(self, session: StreamSession) -> Completion:
@@ -341,6 +470,9 @@ class StreamEngine:
 
     def session_ended(self, session: StreamSession) -> None:
         self.live.remove(session)
+
+    def durable_advanced(self, session: StreamSession) -> None:
+        self.live.notify(session.key)
 
     # ---- the server's side ---------------------------------------------------------------
     @property
@@ -376,7 +508,7 @@ class StreamEngine:
             except Exception:
                 log.exception("auth policy of %s failed", route.path)
                 return Refused(Status.SERVER_ERROR, "internal error")
-            if principal != record.principal:
+            if not may_access(record.principal, principal):
                 return Refused(Status.FORBIDDEN, "stream belongs to someone else")
         return None
 

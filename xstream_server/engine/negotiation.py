@@ -21,6 +21,7 @@ from ..protocol import DataFormat, Status, StreamRequest
 from ..settings import ServerSettings
 from ..state import LeaseLost, StateStore, StateUnavailable, StreamRecord, StreamState
 from ..storage import PartWriter, Storage, StorageError
+from .access import may_access
 from .errors import new_key, status_of_error
 from .outcomes import Accepted, Refused
 from .registry import LiveStreams
@@ -34,6 +35,9 @@ __all__ = ["Negotiator"]
 log = logging.getLogger("xstream.engine")
 
 _POLL: Final = 0.005  # seconds between attempts to take a lease that is being released
+
+
+_SUPERSEDED: Final = (Status.CONFLICT, "superseded by a newer request for this stream")
 
 
 class Negotiator:
@@ -122,17 +126,22 @@ class Negotiator:
             return Refused(Status.SERVER_ERROR, "internal error")
         return record
 
-    async def terminate(self, key: str) -> Refused | None:
+    async def terminate(
+        self, key: str, stop: tuple[Status, str] | None = None, *, finished: bool = False
+    ) -> Refused | None:
         """Delete ``key``'s record and part (tus termination). A window still open on it,
-        here or in another instance, is stopped first, as a takeover does; the finished file
-        of a complete stream is left to the app, whose handler has run."""
+        here or in another instance, is stopped first, as a takeover does (answered with
+        ``stop`` when given, by a window in this process); the finished file of a complete
+        stream is left to the app, whose handler has run, unless ``finished``."""
         owner = self.new_owner()
         try:
-            refused = await self._take_lease(key, owner)
+            refused = await self._take_lease(key, owner, stop)
             if refused is not None:
                 return refused
             record = await self.store.get(key)
             await self.storage.discard(key)
+            if finished:
+                await self.storage.remove_finished(key)
             await self.store.delete(key)  # the lease goes with the record
         except (StateUnavailable, StorageError) as exc:
             return Refused(*status_of_error(exc))
@@ -294,11 +303,13 @@ class Negotiator:
             return Refused(Status.CONFLICT, f"stream belongs to route {record.route}")
         if record.total != request.total:
             return Refused(Status.CONFLICT, f"stream total is {record.total}, not {request.total}")
-        if record.principal != principal:
+        if not may_access(record.principal, principal):
             return Refused(Status.FORBIDDEN, "stream belongs to someone else")
         return record
 
-    async def _take_lease(self, key: str, owner: str) -> Refused | None:
+    async def _take_lease(
+        self, key: str, owner: str, stop: tuple[Status, str] | None = None
+    ) -> Refused | None:
         """Own ``key``; a connection streaming on it (here or in another instance) is told to
         stop first, and its durable offset is settled before we go on (PROTOCOL §3.4)."""
         deadline = time.monotonic() + max(
@@ -315,7 +326,10 @@ class Negotiator:
                 if older is not None:
                     log.info("stream %s: taking over from %s", key, older.owner)
                     await older.stop(
-                        Status.CONFLICT, "superseded by a newer request for this stream"
+                        *(
+                            stop
+                            or (Status.CONFLICT, "superseded by a newer request for this stream")
+                        )
                     )
             elif holder and holder not in asked:
                 log.info("stream %s: asking instance %s to let go", key, instance)

@@ -15,6 +15,7 @@ from ..protocol import DataFormat, Status
 from ..state import StoredResult
 
 if TYPE_CHECKING:
+    from ..app import NotificationFeed
     from .session import StreamSession
 
 __all__ = [
@@ -34,6 +35,8 @@ class Response:
     data_format: DataFormat | None = None
     headers: Mapping[str, str | int] = field(default_factory=dict)
     message: str | None = None
+    # Notifications to push on the connection from now on (a monitor, PROTOCOL §8).
+    feed: NotificationFeed | None = None
 
 
 @dataclass(frozen=True, slots=True)

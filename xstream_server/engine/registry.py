@@ -1,8 +1,10 @@
 """The streams this process is writing now: their sessions, how many each client holds, the
-space their windows were promised, and the running sha256 of streams between windows."""
+space their windows were promised, the running sha256 of streams between windows, and who
+waits for a stream's durable bytes (live downloads)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING, Final
@@ -23,6 +25,7 @@ class LiveStreams:
         self._per_client: Counter[str] = Counter()
         self._hashers: OrderedDict[str, tuple[int, _Hash]] = OrderedDict()
         self.pending_grants = 0  # bytes of windows being granted right now
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     def client_streams(self, client: str) -> int:
         return self._per_client[client]
@@ -35,7 +38,24 @@ class LiveStreams:
         self.sessions[session.key] = session
         self._per_client[session.client] += 1
 
+    def watch(self, key: str, wake: asyncio.Event) -> None:
+        """Set ``wake`` whenever more of ``key`` may be durable (a checkpoint, the end of a
+        window, completion, deletion) until ``unwatch``."""
+        self._watchers.setdefault(key, set()).add(wake)
+
+    def unwatch(self, key: str, wake: asyncio.Event) -> None:
+        watchers = self._watchers.get(key)
+        if watchers is not None:
+            watchers.discard(wake)
+            if not watchers:
+                del self._watchers[key]
+
+    def notify(self, key: str) -> None:
+        for wake in self._watchers.get(key, ()):
+            wake.set()
+
     def remove(self, session: StreamSession) -> None:
+        self.notify(session.key)
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
         self._per_client[session.client] -= 1
@@ -61,3 +81,4 @@ class LiveStreams:
 
     def forget(self, key: str) -> None:
         self._hashers.pop(key, None)
+        self.notify(key)

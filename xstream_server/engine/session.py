@@ -45,6 +45,10 @@ class SessionHost(Protocol):
 
     def session_ended(self, session: StreamSession) -> None: ...
 
+    def durable_advanced(self, session: StreamSession) -> None:
+        """More of the stream is durable (live downloads may send it)."""
+        ...
+
 
 StopCallback = Callable[[Status, str], None]
 
@@ -242,7 +246,9 @@ class StreamSession:
         except Exception as exc:
             self._checkpoint_error = exc
             return
-        self.durable = max(self.durable, offset)
+        if offset > self.durable:
+            self.durable = offset
+            self._host.durable_advanced(self)
         self._host.events.progress(self.record, self.durable)
         if background:
             self._checkpointing = None

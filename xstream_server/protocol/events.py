@@ -19,14 +19,17 @@ from .status import Status
 __all__ = [
     "PROTOCOL_HEADERS",
     "ConnectionClosed",
+    "ContentSent",
     "DataFormat",
     "Event",
     "InvalidRequest",
+    "PullRequest",
     "Request",
     "StreamRequest",
     "WindowReceived",
     "parse_request",
     "parse_x_stream",
+    "parse_x_stream_pull",
 ]
 
 
@@ -38,7 +41,16 @@ class DataFormat(StrEnum):
 
 # Headers with a meaning of their own; every other header is metadata for the route.
 PROTOCOL_HEADERS: Final = frozenset(
-    {"route", "id", "data-format", "authorization", "x-stream", "x-stream-key", "x-stream-checksum"}
+    {
+        "route",
+        "id",
+        "data-format",
+        "authorization",
+        "x-stream",
+        "x-stream-key",
+        "x-stream-checksum",
+        "x-stream-pull",
+    }
 )
 _MAX_ID: Final = 64
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -74,6 +86,20 @@ class StreamRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PullRequest:
+    """``x-stream-pull: O:B`` (§5): the client holds ``offset`` bytes of the content the
+    route names (``key``, metadata) and reads with ``buffer_size``."""
+
+    route: str
+    id: str | None
+    offset: int
+    buffer_size: int
+    key: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    authorization: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InvalidRequest:
     """A well-framed packet whose headers are wrong; it is answered and the connection goes on."""
 
@@ -91,13 +117,28 @@ class WindowReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ContentSent:
+    """All raw bytes of an accepted pull are sent; the connection is in packet mode again."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The peer closed its side; ``clean`` is False when it left in the middle of something."""
 
     clean: bool
 
 
-Event = Request | StreamRequest | InvalidRequest | WindowReceived | ConnectionClosed
+Event = (
+    Request
+    | StreamRequest
+    | PullRequest
+    | InvalidRequest
+    | WindowReceived
+    | ContentSent
+    | ConnectionClosed
+)
 
 
 def parse_x_stream(value: str) -> tuple[int, int] | None:
@@ -111,10 +152,23 @@ def parse_x_stream(value: str) -> tuple[int, int] | None:
     return t, b
 
 
-def parse_request(packet: Packet) -> Request | StreamRequest | InvalidRequest:
+def parse_x_stream_pull(value: str) -> tuple[int, int] | None:
+    """``O:B`` with ``O`` ≥ 0 and ``B`` ≥ 1, or None."""
+    offset, colon, buffer_size = value.partition(":")
+    if not colon or not _DECIMAL.fullmatch(offset) or not _DECIMAL.fullmatch(buffer_size):
+        return None
+    o, b = int(offset), int(buffer_size)
+    if b < 1:
+        return None
+    return o, b
+
+
+def parse_request(packet: Packet) -> Request | StreamRequest | PullRequest | InvalidRequest:
     headers = packet.headers
     request_id = headers.get("id")
-    is_stream = "x-stream" in headers
+    is_pull = "x-stream-pull" in headers
+    # Refusals of streams and pulls alike carry ``x-stream: -1``.
+    is_stream = "x-stream" in headers or is_pull
 
     def invalid(message: str) -> InvalidRequest:
         return InvalidRequest(
@@ -135,6 +189,23 @@ def parse_request(packet: Packet) -> Request | StreamRequest | InvalidRequest:
         return invalid("data-format must be bytes, json or text")
     metadata = {k: v for k, v in headers.items() if k not in PROTOCOL_HEADERS}
     authorization = headers.get("authorization")
+
+    if is_pull:
+        if "x-stream" in headers:
+            return invalid("x-stream and x-stream-pull cannot go together")
+        if "x-stream-checksum" in headers:
+            return invalid("x-stream-checksum is the server's to send on a pull")
+        pulled = parse_x_stream_pull(headers["x-stream-pull"])
+        if pulled is None:
+            return invalid("x-stream-pull must be O:B with integers O >= 0 and B >= 1")
+        if packet.payload:
+            return invalid("a pull request carries an empty payload")
+        pull_key = headers.get("x-stream-key")
+        if pull_key is not None and not _KEY.fullmatch(pull_key):
+            return invalid("malformed x-stream-key")
+        return PullRequest(
+            route, request_id, pulled[0], pulled[1], pull_key, metadata, authorization
+        )
 
     if not is_stream:
         for name in ("x-stream-key", "x-stream-checksum"):

@@ -21,6 +21,7 @@ class Status(IntEnum):
     CONFLICT = 409
     GONE = 410
     TOO_LARGE = 413
+    RANGE_NOT_SATISFIABLE = 416
     TOO_MANY_STREAMS = 429
     HEADERS_TOO_LARGE = 431
     CHECKSUM_MISMATCH = 460
@@ -44,6 +45,7 @@ _PHRASES = {
     Status.CONFLICT: "conflicts with the stored stream",
     Status.GONE: "stream key unknown or expired",
     Status.TOO_LARGE: "too large for this route",
+    Status.RANGE_NOT_SATISFIABLE: "offset beyond the content's end",
     Status.TOO_MANY_STREAMS: "too many concurrent streams",
     Status.HEADERS_TOO_LARGE: "header block too large or too many headers",
     Status.CHECKSUM_MISMATCH: "checksum mismatch",

@@ -13,6 +13,13 @@ knowing the transport:
 * raw mode: bytes go straight into the buffers of the engine's ``RawWindow``, which stores
   them and settles the window; a per-iteration read budget keeps hundreds of streams from
   starving everything else;
+* notifications (PROTOCOL §8): a reply that carries a feed (``/monitor``) starts a task
+  that takes batches from it and hands each to the sans-IO core, which writes it between
+  packets or holds it through a stream; one batch at a time, and none while the client
+  is not reading, so a monitor holds bounded memory;
+* pulls (downloads): the engine's ``Download`` gives the content's durable bytes one chunk
+  at a time, each written once the transport's write buffer has drained below its
+  high-water mark (backpressure), so no download is held in memory whole;
 * timeouts (408 for an idle connection or a stalled window), shutdown (503), and any
   unexpected error (logged with its traceback, 500, the connection closed).
 """
@@ -21,11 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ..engine import Completion, Engine, RawWindow, Refused
+from ..engine import (
+    Completion,
+    Download,
+    DownloadFailed,
+    Engine,
+    RawWindow,
+    Refused,
+    Response,
+)
 from ..protocol import (
     NEED_DATA,
     PAUSED,
@@ -33,6 +49,7 @@ from ..protocol import (
     InvalidRequest,
     Limits,
     Mode,
+    PullRequest,
     RemoteProtocolError,
     Request,
     ServerConnection,
@@ -43,6 +60,7 @@ from .flow import INPUT, YIELD, FlowControl
 from .limits import SharedLimits
 
 if TYPE_CHECKING:
+    from ..app import NotificationFeed
     from ..settings import ServerSettings
 
 __all__ = ["Channel", "ConnectionDriver", "ConnectionHub"]
@@ -55,6 +73,8 @@ _REPLY_BATCH: Final = 64 * 1024
 # Raw bytes all connections may read in one event-loop iteration (see count_read).
 _ITERATION_BUDGET: Final = 4 * 1024 * 1024
 _EARLY: Final = "early"  # reading waits while bytes sent before the accept are stored
+# Content is read from storage in pieces of this size (at least the client's buffer).
+_SEND_CHUNK: Final = 1024 * 1024
 
 
 class Channel(Protocol):
@@ -152,7 +172,12 @@ class ConnectionDriver:
         self._closing = False
         self._draining = False
         self._window: RawWindow | None = None
+        self._download: Download | None = None
         self._input_counted = 0  # this connection's share of the input budget
+        self._feed: NotificationFeed | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self._held_sent = asyncio.Event()  # held notifications have left (or none were)
+        self._held_sent.set()
         self._admitted = hub.shared.admit(client)
         hub.connections.add(self)
         if not self._admitted:
@@ -247,6 +272,9 @@ class ConnectionDriver:
         self.flow.resume_writing()
         if self._window is not None:
             self._window.client_gone()
+        self._stop_feed()
+        if self._download is not None:
+            self._download.cancel()
 
     # ---- timeouts ----------------------------------------------------------------------
     def _arm_timer(self, delay: float) -> None:
@@ -330,6 +358,8 @@ class ConnectionDriver:
                 await self.flow.drain()
             if isinstance(event, Request):
                 response = await self.engine.handle_request(event)
+                if response.feed is not None and not await self._open_feed(response.feed):
+                    response = Response(Status.UNAVAILABLE, message="notifications unavailable")
                 self._queue_reply(
                     conn.respond(
                         event,
@@ -340,11 +370,17 @@ class ConnectionDriver:
                         headers=response.headers,
                     )
                 )
+                if response.feed is not None:
+                    self._flush_replies()
+                    self._start_feed(response.feed)
             elif isinstance(event, InvalidRequest):
                 self._queue_reply(conn.respond(event, event.status, message=event.message))
             elif isinstance(event, StreamRequest):
                 self._flush_replies()
                 await self._stream(event)
+            elif isinstance(event, PullRequest):
+                self._flush_replies()
+                await self._pull(event)
             else:  # pragma: no cover - WindowReceived: raw mode counts its own bytes
                 raise AssertionError(f"unexpected event {event!r}")
 
@@ -370,6 +406,7 @@ class ConnectionDriver:
         self._close()
 
     def _close(self) -> None:
+        self._stop_feed()
         self._closing = True
         self._count_input()
         self.flow.closed = True
@@ -386,14 +423,81 @@ class ConnectionDriver:
         """Server shutdown: end a window with 503, close an idle connection."""
         if self._window is not None:
             self._window.stop(Status.UNAVAILABLE, "server shutting down")
+        elif self._download is not None:
+            self._download.cancel()  # the client resumes from what it received
         elif self._pump is None or self._pump.done():
             self._abort(Status.UNAVAILABLE, "server shutting down")
+
+    # ---- notifications -----------------------------------------------------------------
+    def _start_feed(self, feed: NotificationFeed) -> None:
+        """Push ``feed``'s notifications on this connection from now on (a second monitor
+        request replaces the first feed)."""
+        self._stop_feed()
+        if self._closing:
+            self._loop.create_task(self._close_feed(feed))
+            return
+        self._feed = feed
+        self._feed_task = self._loop.create_task(self._run_feed(feed))
+
+    def _stop_feed(self) -> None:
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            self._feed_task = None
+            self._feed = None
+
+    async def _open_feed(self, feed: NotificationFeed) -> bool:
+        """Open the feed before the reply leaves: once the client has the reply, the
+        monitor is in place (its principal online, its notifications on their way)."""
+        try:
+            await feed.open()
+        except Exception:
+            log.exception("%s: a notification feed did not open", self.client)
+            await self._close_feed(feed)
+            return False
+        return True
+
+    async def _run_feed(self, feed: NotificationFeed) -> None:
+        try:
+            while not self._closing:
+                batch = await feed.next_batch()
+                for notification in batch:
+                    payload = json.dumps(notification.payload, separators=(",", ":")).encode()
+                    self._write(
+                        self.conn.notify(
+                            notification.kind, notification.id, payload, notification.sender
+                        )
+                    )
+                if self.conn.notifications_held:
+                    # A stream is under way: the next batch waits until these have left.
+                    self._held_sent.clear()
+                    await self._held_sent.wait()
+                if not self.flow.writable:
+                    await self.flow.drain()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%s: notification feed failed; closing the connection", self.client)
+            self._abort(Status.SERVER_ERROR, "notification feed failed")
+        finally:
+            await asyncio.shield(self._close_feed(feed))
+
+    async def _close_feed(self, feed: NotificationFeed) -> None:
+        try:
+            await feed.close()
+        except Exception:
+            log.exception("%s: closing a notification feed failed", self.client)
+
+    def _write_held_notifications(self) -> None:
+        self._write(self.conn.take_notifications())
+        if not self.conn.notifications_held:
+            self._held_sent.set()
 
     # ---- streams -----------------------------------------------------------------------
     async def _stream(self, request: StreamRequest) -> None:
         outcome = await self.engine.open_stream(request, self.client)
         if isinstance(outcome, Refused):
             self._write(self.conn.refuse_stream(outcome.status, outcome.message))
+            self._write_held_notifications()
             return
         session = outcome.session
         if self._closing:  # the client left while we negotiated
@@ -437,6 +541,65 @@ class ConnectionDriver:
         self._packet_started = None if self.conn.between_packets else self._last_activity
         self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
 
+    # ---- pulls -------------------------------------------------------------------------
+    async def _pull(self, request: PullRequest) -> None:
+        outcome = await self.engine.open_download(request, self.client)
+        if isinstance(outcome, Refused):
+            self._write(self.conn.refuse_pull(outcome.status, outcome.message))
+            self._write_held_notifications()
+            return
+        download = self._download = outcome
+        try:
+            if self._closing:
+                return
+            self._write(
+                self.conn.accept_pull(
+                    key=download.key,
+                    total=download.total,
+                    buffer_size=download.buffer_size,
+                    checksum=download.checksum,
+                )
+            )
+            await self._send_content(download)
+            self._write_held_notifications()  # held while the raw bytes went out
+        finally:
+            self._download = None
+            download.close()
+        self._last_activity = time.monotonic()
+        self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
+
+    async def _send_content(self, download: Download) -> None:
+        """Write the content's bytes as the transport takes them. A failure (the content
+        vanished, storage failed, shutdown, a client that stops reading) can only end the
+        connection: the client is reading raw bytes and resumes from what it has."""
+        conn = self.conn
+        size = max(_SEND_CHUNK, download.buffer_size)
+        stall = self.settings.raw_stall_timeout
+        try:
+            while conn.send_remaining and not self._closing:
+                if not self.flow.writable:
+                    async with asyncio.timeout(stall):
+                        await self.flow.drain()
+                    if self._closing:
+                        return
+                chunk = await download.read(min(size, conn.send_remaining))
+                if self._closing:
+                    return
+                if not chunk:
+                    raise DownloadFailed("the content ended early")
+                conn.raw_sent(len(chunk))
+                self._write(chunk)
+                self._last_activity = time.monotonic()
+        except (DownloadFailed, TimeoutError) as exc:
+            if self._closing:
+                return
+            reason = (
+                f"client read nothing for {stall:g} s" if isinstance(exc, TimeoutError) else exc
+            )
+            log.info("%s: download of %s ended: %s", self.client, download.key, reason)
+            conn.fail_sending()
+            self._close()
+
     def _send_completion(self, completion: Completion) -> None:
         if self._closing:
             return
@@ -451,3 +614,4 @@ class ConnectionDriver:
                 headers=completion.headers,
             )
         )
+        self._write_held_notifications()
