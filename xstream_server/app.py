@@ -290,9 +290,10 @@ class StreamRoute:
     auth: AuthPolicy | None = None
     expiry: float | None = None  # seconds; None: the server's default
     # json/text streams are decoded for the handler; larger ones are refused with 413. The
-    # decoding runs in a thread, but json.loads holds the GIL while it builds objects (about
-    # 0.3 s per 16 MiB on a 2-core test machine), so other connections wait that long: for
-    # big documents prefer bytes and decode them in a process of your own.
+    # decoding runs in a thread, a top-level JSON array or object in pieces of ~64 KiB, so
+    # other connections wait at most a few ms at a time (about 0.3 s of CPU per 16 MiB on a
+    # 2-core test machine). One huge nested element or string is decoded in one go and
+    # holds the GIL that long: for such documents prefer bytes, decoded in a process of your own.
     max_decoded_size: int = 16 * MiB
     # Runs of the completion handler before its failure (500) is the stream's final result.
     completion_attempts: int = 3

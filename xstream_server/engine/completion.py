@@ -10,7 +10,6 @@ resume runs it again (at least once, never zero times, up to the route's
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from ..events import EventKind, StreamEvent, StreamEvents
 from ..protocol import DataFormat, Status
 from ..state import StateStore, StoredResult, StreamRecord, StreamState
 from ..storage import Storage
+from .json_pieces import loads_in_pieces
 from .outcomes import Completion, completion_of
 from .session import StreamSession
 
@@ -33,7 +33,7 @@ log = logging.getLogger("xstream.engine")
 def decode_payload(fmt: DataFormat, payload: bytes) -> Any:
     """A json/text payload as the handler sees it; raises ValueError or RecursionError."""
     if fmt is DataFormat.JSON:
-        return json.loads(payload)
+        return loads_in_pieces(payload)
     if fmt is DataFormat.TEXT:
         return payload.decode("utf-8")
     return payload
@@ -44,9 +44,10 @@ _decoding: ThreadPoolExecutor | None = None
 
 def _decoder() -> ThreadPoolExecutor:
     """One thread of its own decodes finished json/text streams, one at a time: decoding
-    holds the GIL, so more threads would not decode faster, only take more turns from the
-    event loop; and the default pool stays free for storage I/O (fsync, rename, hashing).
-    Waiting streams hold no memory: each reads its file when its turn comes."""
+    needs the GIL (json in pieces of ~1 ms, so the event loop gets it in between), so more
+    threads would not decode faster, only take more turns from the event loop; and the
+    default pool stays free for storage I/O (fsync, rename, hashing). Waiting streams hold
+    no memory: each reads its file when its turn comes."""
     global _decoding
     if _decoding is None:
         _decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xstream-decode")
@@ -57,7 +58,9 @@ def _load(key: str, path: Path, fmt: DataFormat) -> Any:
     """Read and decode a finished json/text stream (in a worker thread)."""
     raw = path.read_bytes()
     log.debug("stream %s: decoding %d bytes of %s", key, len(raw), fmt)
-    return decode_payload(fmt, raw)
+    content = decode_payload(fmt, raw)
+    log.debug("stream %s: decoded", key)
+    return content
 
 
 class Completer:
@@ -139,8 +142,8 @@ class Completer:
             try:
                 content = None
                 if fmt is not DataFormat.BYTES:
-                    # Up to max_decoded_size (16 MiB: about a second of CPU for JSON): in
-                    # a thread, or every other connection would stall meanwhile.
+                    # Up to max_decoded_size (16 MiB: ~0.3 s of CPU for JSON): in a thread,
+                    # and in pieces (json_pieces), or every other connection would stall.
                     try:
                         content = await asyncio.get_running_loop().run_in_executor(
                             _decoder(), _load, record.key, path, fmt
