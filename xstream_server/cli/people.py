@@ -134,13 +134,19 @@ async def _send(
             _server_errors(out, exc)
         key: list[str] = []
         heard: list[Notification] = []
+        shown: set[str] = set()  # ids of the notifications already printed
         bar = _ProgressBar(size, disabled=out.quiet or out.json_mode)
+        uploading = True
 
         async def listen() -> None:
             async for note in me.notifications():
                 heard.append(note)
-                if key and note.payload.get("key") == key[0]:
-                    bar.write(describe(note))
+                if uploading and key and note.payload.get("key") == key[0]:
+                    if out.json_mode or out.quiet:
+                        _show(note, out)
+                    else:  # on stdout, above the progress bar while it runs
+                        bar.write(f"[{note.id}] {describe(note)}", stdout=True)
+                    shown.add(note.id)
 
         def on_key(granted: str) -> None:
             key.append(granted)
@@ -167,15 +173,18 @@ async def _send(
             listener.cancel()
             _server_errors(out, exc, uploader.key)
         finally:
+            uploading = False
             bar.close()
         _print_result(result, out)
         for note in heard:  # those that came before the key was known
-            if note.payload.get("key") == result.key and note.kind not in _FINAL:
+            mine = note.payload.get("key") == result.key
+            if mine and note.kind not in _FINAL and note.id not in shown:
                 _show(note, out)
+                shown.add(note.id)
         code = EXIT_OK
         if wait:
             click.echo(f"waiting for {to} to receive it (Ctrl-C stops waiting)", err=True)
-            code = await _wait_for_end(me, result.key, heard, out)
+            code = await _wait_for_end(me, result.key, heard, shown, out)
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
@@ -185,14 +194,18 @@ async def _send(
         return code
 
 
-async def _wait_for_end(me: People, key: str, heard: list[Notification], out: Output) -> int:
+async def _wait_for_end(
+    me: People, key: str, heard: list[Notification], shown: set[str], out: Output
+) -> int:
     seen = 0
     while True:
         for note in heard[seen:]:
             if note.payload.get("key") != key:
                 continue
             if note.kind == "stream-accepted":
-                _show(note, out)
+                if note.id not in shown:
+                    _show(note, out)
+                    shown.add(note.id)
             elif note.kind in _FINAL:
                 _show(note, out)
                 return EXIT_OK if note.kind == "stream-delivered" else EXIT_SERVER_ERROR
