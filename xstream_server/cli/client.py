@@ -450,41 +450,60 @@ async def _upload_once(
     if saved is not None:
         _announce_key(saved.key, resumed=True)
 
-    stopped_by: list[int] = []
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-
-    def stop(signum: int) -> None:
-        stopped_by.append(signum)
-        task.cancel()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signum)
-    try:
-        result = await uploader.run()
-    except asyncio.CancelledError:
-        if not stopped_by:
+    with _StopSignals() as stop:
+        try:
+            result = await uploader.run()
+        except asyncio.CancelledError:
+            signum = stop.caught()
+            if signum is None:
+                raise
+            return _interrupted(uploader, signum, out, store, options, identity)
+        except (IntegrityError, ChecksumMismatchError) as exc:
+            if uploader.key is not None:
+                store.remove(uploader.key)  # the stored content is wrong; resuming cannot fix it
+            _server_errors(out, exc, uploader.key)
+        except (StreamGoneError, StreamConflictError):
             raise
-        task.uncancel()
-        return _interrupted(uploader, stopped_by[0], out, store, options, identity)
-    except (IntegrityError, ChecksumMismatchError) as exc:
-        if uploader.key is not None:
-            store.remove(uploader.key)  # the stored content is wrong; resuming cannot fix it
-        _server_errors(out, exc, uploader.key)
-    except (StreamGoneError, StreamConflictError):
-        raise
-    except (XStreamError, ClientError) as exc:
-        _server_errors(out, exc, uploader.key)
-    except ValueError as exc:  # metadata that cannot be put in a header
-        out.fail(EXIT_USAGE, str(exc))
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        bar.close()
+        except (XStreamError, ClientError) as exc:
+            _server_errors(out, exc, uploader.key)
+        except ValueError as exc:  # metadata that cannot be put in a header
+            out.fail(EXIT_USAGE, str(exc))
+        finally:
+            bar.close()
     store.remove(result.key)
     _print_result(result, out)
     return EXIT_OK
+
+
+class _StopSignals:
+    """While in it, SIGINT and SIGTERM cancel the running task; ``caught`` tells a
+    cancellation they caused from any other."""
+
+    def __enter__(self) -> _StopSignals:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._signals: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(signum, self._stop, signum)
+        return self
+
+    def _stop(self, signum: int) -> None:
+        self._signals.append(signum)
+        self._task.cancel()
+
+    def caught(self) -> int | None:
+        """Call in ``except asyncio.CancelledError``: the signal that stopped the task (the
+        cancellation is then taken back), or None when no signal caused it (re-raise)."""
+        if not self._signals:
+            return None
+        self._task.uncancel()
+        return self._signals[0]
+
+    def __exit__(self, *exc: object) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._loop.remove_signal_handler(signum)
 
 
 def _interrupted(
@@ -863,51 +882,39 @@ async def _get(
         if not out.quiet and not out.json_mode:
             bar.write(f"connection lost ({error}); retry {attempt} in {delay:.1f} s")
 
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    stopped_by: list[int] = []
-
-    def stop(signum: int) -> None:
-        stopped_by.append(signum)
-        task.cancel()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signum)
-    try:
-        result = await download(
-            key,
-            target,
-            server=server,
-            route=route,
-            authorization=authorization,
-            retry=retry,
-            on_progress=bar.update,
-            on_retry=on_retry,
-            transport=transport,
-        )
-    except asyncio.CancelledError:
-        if not stopped_by:
-            raise
-        task.uncancel()
-        part = partial_path(target)
-        held = part.stat().st_size if part.exists() else 0
-        name = signal.Signals(stopped_by[0]).name
-        click.echo(
-            f"xstream: {name}: stopped with {held} bytes in {part}; run the same command "
-            "again to resume",
-            err=True,
-        )
-        out.event("interrupted", signal=name, key=key, received=held)
-        return EXIT_INTERRUPTED if stopped_by[0] == signal.SIGINT else EXIT_TERMINATED
-    except (XStreamError, ClientError) as exc:
-        _server_errors(out, exc, key)
-    except OSError as exc:
-        out.fail(EXIT_USAGE, f"cannot write {target}: {exc}")
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        bar.close()
+    with _StopSignals() as stop:
+        try:
+            result = await download(
+                key,
+                target,
+                server=server,
+                route=route,
+                authorization=authorization,
+                retry=retry,
+                on_progress=bar.update,
+                on_retry=on_retry,
+                transport=transport,
+            )
+        except asyncio.CancelledError:
+            signum = stop.caught()
+            if signum is None:
+                raise
+            part = partial_path(target)
+            held = part.stat().st_size if part.exists() else 0
+            name = signal.Signals(signum).name
+            click.echo(
+                f"xstream: {name}: stopped with {held} bytes in {part}; run the same command "
+                "again to resume",
+                err=True,
+            )
+            out.event("interrupted", signal=name, key=key, received=held)
+            return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
+        except (XStreamError, ClientError) as exc:
+            _server_errors(out, exc, key)
+        except OSError as exc:
+            out.fail(EXIT_USAGE, f"cannot write {target}: {exc}")
+        finally:
+            bar.close()
     if out.json_mode:
         out.event(
             "done",
