@@ -135,6 +135,15 @@ QUICK: Final = Plan(
         Scenario("many-small", MiB, 64, 500),
     ),
 )
+# Big streams only (issue 15): one stream and 16 / 64 in one process.
+STREAMS: Final = Plan(
+    "streams",
+    (
+        Scenario("single", 256 * MiB, 1, 1),
+        Scenario("concurrent-16", 32 * MiB, 16, 32),
+        Scenario("concurrent-64", 32 * MiB, 64, 64),
+    ),
+)
 # Only to check that the script works: figures from it mean nothing.
 SMOKE: Final = Plan(
     "smoke",
@@ -501,16 +510,20 @@ def main(argv: list[str] | None = None) -> None:
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="smaller uploads")
     sizes.add_argument("--smoke", action="store_true", help="tiny uploads: checks the script")
+    sizes.add_argument(
+        "--streams", action="store_true", help="big streams: 1 x 256 MiB, 16 and 64 x 32 MiB"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
     parser.add_argument("--no-fsync", action="store_true", help="both servers with --no-fsync")
+    parser.add_argument("--name", help="report file names: <date>-<name>.json/.md")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     overriding = sorted(name for name in os.environ if name.startswith("XSTREAM_"))
     if overriding:
         raise SystemExit(f"unset {', '.join(overriding)}: they would change both servers")
-    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    plan = SMOKE if args.smoke else QUICK if args.quick else STREAMS if args.streams else FULL
     trees = [source_tree("before", args.before), source_tree("after", args.after)]
     if trees[0].path == trees[1].path:
         print(f"note: both trees are {trees[0].path}", flush=True)
@@ -563,7 +576,9 @@ def main(argv: list[str] | None = None) -> None:
         "measurements": measurements,
         "summary": rows,
     }
-    stem = started.strftime("%Y-%m-%d") + "-ab" + ("" if plan is FULL else f"-{plan.mode}")
+    stem = started.strftime("%Y-%m-%d") + (
+        f"-{args.name}" if args.name else "-ab" + ("" if plan is FULL else f"-{plan.mode}")
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(document, indent=1) + "\n")

@@ -5,6 +5,14 @@ their sha256, checkpoints them in the background at the configured cadence (writ
 record, never reported before), and at the window's end either finishes (every byte
 durable, the stream completed when it was the last window) or abandons (whatever can be
 made durable is kept, and the bytes still missing are counted from there).
+
+Between checkpoints the part is fsynced ahead, in the background, every ``SYNC_AHEAD``
+bytes: the disk writes steadily while bytes come in, and the fsync a checkpoint or the
+completion waits for has only the last few MiB left to write (with the kernel's own
+writeback, nothing would reach the disk before the checkpoint's fsync, which then had up to
+``checkpoint_bytes`` to write while the client waited for its completion). An fsync ahead
+records nothing: only a checkpoint tells the state store, and it fsyncs again only if bytes
+were written since the last fsync started.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ..app import StreamRoute
 from ..events import StreamEvents
@@ -29,9 +37,12 @@ from .outcomes import Completion, completion_of
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-__all__ = ["NoWriter", "SessionHost", "StopCallback", "StreamSession"]
+__all__ = ["SYNC_AHEAD", "NoWriter", "SessionHost", "StopCallback", "StreamSession"]
 
 log = logging.getLogger("xstream.engine")
+
+# Unsynced bytes that start a background fsync between checkpoints (see above).
+SYNC_AHEAD: Final = 8 << 20
 
 
 class SessionHost(Protocol):
@@ -76,6 +87,8 @@ class StreamSession:
         self.client = client
         self._writer = writer
         self.durable = writer.offset
+        # Bytes [0, synced) were written before an fsync that has completed.
+        self.synced = writer.offset
         self._window_end = writer.offset + window
         # The running sha256, trailing the writer in a thread of its own (see ``hashing``);
         # None when the prefix must be hashed from the part file at completion.
@@ -144,6 +157,7 @@ class StreamSession:
         them (the next window cuts the part back to the recorded offset anyway)."""
         if self._held is not None and self.written > self.durable:
             await self._writer.truncate(self.durable)
+            self.synced = min(self.synced, self.durable)
         self._held = None
 
     def _digest(self) -> Digest | None:
@@ -216,7 +230,13 @@ class StreamSession:
             self._checkpointing = asyncio.get_running_loop().create_task(
                 self._checkpoint_to(self.written, background=True)
             )
-        elif self._idle_timer is None:
+            return
+        if self._settings.fsync and self.written - self.synced >= SYNC_AHEAD:
+            # An fsync ahead, recording nothing (see the module's docstring).
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint_to(self.written, background=True, record=False)
+            )
+        if self._idle_timer is None:
             self._idle_timer = asyncio.get_running_loop().call_at(
                 self._idle_deadline(), self._idle_timer_fired
             )
@@ -236,20 +256,32 @@ class StreamSession:
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    async def _checkpoint_to(self, offset: int, *, background: bool = False) -> None:
-        """write → fsync → record, for the bytes written before ``offset``. A background
-        checkpoint looks at what was written meanwhile when it ends, so that a burst that
-        passed the byte cadence while it ran is not left waiting for the next write."""
-        try:
+    async def _sync_through(self, offset: int) -> None:
+        """fsync the part unless an fsync that started after byte ``offset`` was written
+        has completed already."""
+        if offset > self.synced:
             await self._writer.sync()
-            await self._host.store.checkpoint(self.key, self.owner, offset)
+            self.synced = max(self.synced, offset)
+
+    async def _checkpoint_to(
+        self, offset: int, *, background: bool = False, record: bool = True
+    ) -> None:
+        """write → fsync → record, for the bytes written before ``offset`` (without
+        ``record``: only the fsync ahead). A background checkpoint looks at what was written
+        meanwhile when it ends, so that a burst that passed the byte cadence while it ran
+        is not left waiting for the next write."""
+        try:
+            await self._sync_through(offset)
+            if record:
+                await self._host.store.checkpoint(self.key, self.owner, offset)
         except Exception as exc:
             self._checkpoint_error = exc
             return
-        if offset > self.durable:
+        if record and offset > self.durable:
             self.durable = offset
             self._host.durable_advanced(self)
-        self._host.events.progress(self.record, self.durable)
+        if record:
+            self._host.events.progress(self.record, self.durable)
         if background:
             self._checkpointing = None
             self._consider_checkpoint()
@@ -292,7 +324,7 @@ class StreamSession:
             if self._trail is not None and self._held is None:
                 self._trail.catch_up_soon()
             await self._settle_background_checkpoint()
-            await self._writer.sync()
+            await self._sync_through(self.written)
             return await self._host.complete(self)
         except Exception as exc:
             return self._failure(exc)
