@@ -541,3 +541,62 @@ async def test_a_window_that_goes_quiet_gets_its_written_bytes_recorded(
     completion = await window.result()
     assert completion is not None
     assert completion.missing == len(data) - sent
+
+
+async def test_the_part_is_fsynced_ahead_between_checkpoints_without_recording(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``SYNC_AHEAD`` bytes the part is fsynced in the background (so that the
+    checkpoint's and the completion's fsync have only the tail left), but nothing is
+    recorded before a checkpoint: the recorded offset stays where it was until then."""
+    from xstream_server.engine.session import SYNC_AHEAD
+    from xstream_server.storage import files
+
+    fsynced: list[int] = []
+    real_fsync = files._fsync
+
+    async def counting_fsync(fd: int) -> None:  # the real fsync, counted
+        await real_fsync(fd)
+        fsynced.append(fd)
+
+    monkeypatch.setattr(files, "_fsync", counting_fsync)
+    engine = make_engine(make_app([]), checkpoint_bytes=64 * SYNC_AHEAD, checkpoint_seconds=600)
+    data = os.urandom(2 * SYNC_AHEAD + 5)
+    opened = await engine.open_stream(request(len(data)), "client")
+    assert isinstance(opened, Accepted)
+    session = opened.session
+    window = engine.receive(opened, Tap())
+    sent = SYNC_AHEAD
+    for start in range(0, sent, 64 * KiB):
+        await window.write(data[start : min(start + 64 * KiB, sent)])
+    running = session._checkpointing  # the fsync ahead the last write started
+    assert running is not None
+    await running
+    assert session.synced == sent and len(fsynced) == 1
+    status = await engine.status(session.key)
+    assert isinstance(status, StreamStatus) and status.offset == 0  # fsynced, not recorded
+    for start in range(sent, len(data), 64 * KiB):
+        await window.write(data[start : start + 64 * KiB])
+    completion = await window.result()
+    assert completion is not None and (completion.status, completion.missing) == (Status.OK, 0)
+    assert completion.headers["x-stream-checksum"] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    # One more fsync ahead at 2 × SYNC_AHEAD, one for the tail before the completion, and
+    # the finished file's folders: never fewer than 3 of the part itself.
+    assert len(fsynced) >= 3
+
+
+async def test_no_fsync_ahead_without_fsync(make_engine: EngineFactory) -> None:
+    """With fsync off (``--no-fsync``) the session starts no fsync ahead at all."""
+    from xstream_server.engine.session import SYNC_AHEAD
+
+    engine = make_engine(make_app([]), fsync=False, checkpoint_bytes=64 * SYNC_AHEAD)
+    data = os.urandom(SYNC_AHEAD + 1)
+    opened = await engine.open_stream(request(len(data) + 1), "client")
+    assert isinstance(opened, Accepted)
+    window = engine.receive(opened, Tap())
+    for start in range(0, len(data), 64 * KiB):
+        await window.write(data[start : start + 64 * KiB])
+    assert opened.session._checkpointing is None
+    window.stop(Status.TIMEOUT, "test over")
+    completion = await window.result()
+    assert completion is not None and completion.missing == 1
