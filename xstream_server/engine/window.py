@@ -9,7 +9,8 @@ them through its session, and tells the transport when to stop reading (``ReadCo
 
 With inline writes (the default) every read is stored at once, from the event loop, into
 the page cache (its sha256 follows in the hashing thread, see ``hashing``); all windows
-read into one buffer the engine shares among them (a stalled window holds no memory). With
+read into one buffer the engine shares among them (a stalled window holds no memory), each
+read as large as that buffer (the largest buffer any route grants), not only B2. With
 pooled writes there are two buffers: a full one goes to storage through the thread pool
 while the other fills, and if storage is slower than the network, reading pauses until the
 write is done.
@@ -103,7 +104,11 @@ class RawWindow:
         if self.inline:
             # Inline writes store every read before the next read of any connection: all
             # windows share one buffer, and a stalled window holds no memory of its own.
-            self._views = [shared[:size]]
+            # So a read may take the whole shared buffer (the largest buffer a route
+            # grants), whatever B2 this window was granted: B2 bounds the memory a window
+            # holds, and an inline window holds none. Measured on loopback, reads of 1 MiB
+            # instead of 256 KiB take ~25 % less CPU per byte (fewer recv and write calls).
+            self._views = [shared[: min(len(shared), accepted.window)]]
         else:
             # Pooled writes: one buffer fills while the other is written.
             self._views = [memoryview(bytearray(size)) for _ in range(2)]
