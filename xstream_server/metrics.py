@@ -224,7 +224,7 @@ def redis_timer(operation: str) -> Callable[[float], None]:
 
 
 def refused(status: int) -> None:
-    _REFUSED.labels(str(status)).inc()
+    _REFUSED.labels(str(int(status))).inc()
 
 
 def resumed() -> None:
@@ -250,7 +250,7 @@ def stream_event(event: StreamEvent) -> None:
         _COMPLETED.inc()
     elif kind == "failed":
         if event.final:
-            _FAILED.labels(str(event.status)).inc()
+            _FAILED.labels(str(int(event.status or 0))).inc()
         else:
             _RETRIED.inc()
     elif kind == "terminated":
