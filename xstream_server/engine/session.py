@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
+from .. import metrics
 from ..app import StreamRoute
 from ..events import StreamEvents
 from ..protocol import Status
@@ -89,6 +90,10 @@ class StreamSession:
         self.durable = writer.offset
         # Bytes [0, synced) were written before an fsync that has completed.
         self.synced = writer.offset
+        # The transport feeding this window (set by ``StreamEngine.receive``): its bytes are
+        # counted in the metrics at checkpoints, up to ``_counted``.
+        self.transport: str | None = None
+        self._counted = writer.offset
         self._window_end = writer.offset + window
         # The running sha256, trailing the writer in a thread of its own (see ``hashing``);
         # None when the prefix must be hashed from the part file at completion.
@@ -270,6 +275,9 @@ class StreamSession:
         ``record``: only the fsync ahead). A background checkpoint looks at what was written
         meanwhile when it ends, so that a burst that passed the byte cadence while it ran
         is not left waiting for the next write."""
+        if record:
+            self._count_received()
+        started = time.perf_counter()
         try:
             await self._sync_through(offset)
             if record:
@@ -277,14 +285,20 @@ class StreamSession:
         except Exception as exc:
             self._checkpoint_error = exc
             return
-        if record and offset > self.durable:
-            self.durable = offset
-            self._host.durable_advanced(self)
         if record:
+            metrics.checkpointed(time.perf_counter() - started)
+            if offset > self.durable:
+                self.durable = offset
+                self._host.durable_advanced(self)
             self._host.events.progress(self.record, self.durable)
         if background:
             self._checkpointing = None
             self._consider_checkpoint()
+
+    def _count_received(self) -> None:
+        if self.transport is not None and self.written > self._counted:
+            metrics.received(self.transport, self.written - self._counted)
+            self._counted = self.written
 
     async def _settle_background_checkpoint(self) -> None:
         self._settling = True
@@ -355,6 +369,7 @@ class StreamSession:
             return
         self._settling = True
         self._cancel_idle_timer()
+        self._count_received()
         try:
             if self._trail is not None:
                 # Caught up before the part is closed: LiveStreams keeps the hash for the
