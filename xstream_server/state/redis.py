@@ -53,7 +53,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import LeaseLost, StateUnavailable, StoredResult, StreamRecord, StreamState
@@ -338,12 +338,29 @@ class RedisStateStore:
         if record.concat is not None:
             fields["concat"] = json.dumps(list(record.concat))
         pairs: list[str | int] = [item for pair in fields.items() for item in pair]
-        # The record and its lease in one script (one slot), then the index entry.
-        await self._create(
-            keys=[_stream_key(record.key), _lease_key(record.key)],
-            args=[owner, _ms(record.expiry), _ms(self.lease_seconds), *pairs],
-        )
-        await self.reschedule(record.key, record.updated + record.expiry)
+        keys = [_stream_key(record.key), _lease_key(record.key)]
+        args = [owner, _ms(record.expiry), _ms(self.lease_seconds), *pairs]
+        deadline = record.updated + record.expiry
+        if self.cluster:
+            # The record and its lease in one script (one slot), then the index entry.
+            await self._create(keys=keys, args=args)
+            await self.reschedule(record.key, deadline)
+            return
+        # One trip: the script (record and lease, one slot), then the index entry, sent
+        # together in that order. Should the script fail, the entry names a key with no
+        # record, which the sweeper drops when it meets it (as after any expiry). The
+        # script goes by its sha (EVALSHA) without redis-py's pipeline script check, which
+        # would cost a trip of its own; a server that lost it (a restart) gets it again.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._create.sha, len(keys), *keys, *args)
+            pipe.zadd(expiry_index_key(record.key), {record.key: int(deadline * 1000)})
+            created, indexed = await pipe.execute(raise_on_error=False)
+        if isinstance(created, NoScriptError):
+            await self._create(keys=keys, args=args)  # loads the script, then runs it
+        elif isinstance(created, Exception):
+            raise created
+        if isinstance(indexed, Exception):
+            raise indexed
 
     @_unavailable_on_redis_error
     async def get(self, key: str) -> StreamRecord | None:
