@@ -126,6 +126,55 @@ class Negotiator:
             return Refused(Status.SERVER_ERROR, "internal error")
         return record
 
+    async def create_and_open(
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+        at_most: int | None = None,
+    ) -> tuple[StreamRecord, Accepted | Refused] | Refused:
+        """Create a stream and grant its first window at once (tus creation-with-upload):
+        the lease the creation took is the window's, so this costs the Redis trips of a
+        new stream over TCP, not those of a creation and then a resume. The record comes
+        back with the grant or its refusal (the stream exists then, without bytes)."""
+        route = self.app.routes.get(request.route)
+        if not isinstance(route, StreamRoute):
+            return Refused(Status.NOT_FOUND, f"no stream route {request.route}")
+        owner = self.new_owner()
+        try:
+            principal = await route.auth(request.authorization) if route.auth else None
+            limited = f"principal {principal}" if principal is not None else client
+            if self.live.client_streams(limited) >= self.settings.max_streams_per_client:
+                return Refused(
+                    Status.TOO_MANY_STREAMS, "too many concurrent streams for this client"
+                )
+            record = await self._create(route, request, principal, owner, length_deferred, partial)
+        except RouteError as exc:
+            return Refused(exc.status, exc.message)
+        except (StateUnavailable, StorageError) as exc:
+            return Refused(*status_of_error(exc))
+        except Exception:
+            log.exception("stream creation on %s failed", request.route)
+            return Refused(Status.SERVER_ERROR, "internal error")
+        try:
+            return record, await self._grant(
+                route, request, record, owner, principal, limited, at_most
+            )
+        except BaseException as exc:
+            with contextlib.suppress(StateUnavailable):
+                await self.store.release_lease(record.key, owner)
+            if isinstance(exc, RouteError):
+                return record, Refused(exc.status, exc.message)
+            if isinstance(exc, StateUnavailable | LeaseLost | StorageError):
+                log.warning("stream %s: first window refused: %s", record.key, exc)
+                return record, Refused(*status_of_error(exc))
+            if isinstance(exc, Exception):
+                log.exception("stream %s: first window failed", record.key)
+                return record, Refused(Status.SERVER_ERROR, "internal error")
+            raise
+
     async def terminate(
         self, key: str, stop: tuple[Status, str] | None = None, *, finished: bool = False
     ) -> Refused | None:
