@@ -105,10 +105,15 @@ class Scenario:
     def label(self) -> str:
         size = f"{self.size / MiB:g} MiB"
         if self.total == 1:
-            return f"1 × {size}"
-        if self.total == self.concurrency:
-            return f"{self.total} × {size}"
-        return f"{self.total} × {size}, {self.concurrency} in flight"
+            shape = f"1 × {size}"
+        elif self.total == self.concurrency:
+            shape = f"{self.total} × {size}"
+        else:
+            shape = f"{self.total} × {size}, {self.concurrency} in flight"
+        if self.target == "xstream":
+            return shape
+        how = ", creation-with-upload" if "--creation-with-upload" in self.options else ""
+        return f"{shape} ({self.target}{how})"
 
 
 def until(size: int, concurrency: int, min_bytes: int, name: str) -> Scenario:
