@@ -44,7 +44,7 @@ import asyncio
 import json
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
@@ -187,6 +187,95 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class _Call:
+    """One command waiting for its batch: a script (run by its sha) or a plain command."""
+
+    __slots__ = ("answer", "args", "command", "keys", "script")
+
+    def __init__(
+        self, script: Any, keys: Sequence[Any], args: Sequence[Any], command: tuple[Any, ...]
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.command = command
+        self.answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class _Batch:
+    """Commands asked for in one turn of the event loop go to Redis together, in one
+    pipeline (not a transaction: each command stands alone, as if sent by itself), in the
+    order they were asked for. Many streams finishing at once (a shared folder fsync wakes
+    them together) then cost one trip, not one each: the client's per-trip work (a pooled
+    connection, a write, a read) and Redis's own are paid once.
+
+    A script goes by its sha (EVALSHA), without redis-py's check that the server knows it
+    (a trip of its own); one the server lost (a restart) is loaded and run again by itself.
+    A single command in a turn goes as it would have without the batch."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._waiting: list[_Call] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
+        return self._add(
+            _Call(script, keys, args, ("EVALSHA", script.sha, len(keys), *keys, *args))
+        )
+
+    def command(self, *command: Any) -> asyncio.Future[Any]:
+        return self._add(_Call(None, (), (), command))
+
+    def _add(self, call: _Call) -> asyncio.Future[Any]:
+        self._waiting.append(call)
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().call_soon(self._send)
+        return call.answer
+
+    def _send(self) -> None:
+        calls, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._trip(calls))
+        self._sending.add(task)  # held until done: a task nobody refers to may vanish
+        task.add_done_callback(self._sending.discard)
+
+    async def _alone(self, call: _Call) -> Any:
+        if call.script is not None:
+            return await call.script(keys=call.keys, args=call.args)
+        return await self._redis.execute_command(*call.command)
+
+    async def _trip(self, calls: list[_Call]) -> None:
+        try:
+            if len(calls) == 1:
+                results: list[Any] = [await self._alone(calls[0])]
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for call in calls:
+                        pipe.execute_command(*call.command)
+                    results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for call in calls:
+                if not call.answer.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        call.answer.cancel()
+                    else:
+                        call.answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError) and call.script is not None:
+                try:
+                    result = await self._alone(call)
+                except Exception as exc:
+                    result = exc
+            if call.answer.done():  # its caller gave up (cancelled)
+                continue
+            if isinstance(result, Exception):
+                call.answer.set_exception(result)
+            else:
+                call.answer.set_result(result)
+
+
 def _unavailable_on_redis_error(
     method: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -300,6 +389,14 @@ class RedisStateStore:
         self._release = self._redis.register_script(_RELEASE)
         self._set_total = self._redis.register_script(_SET_TOTAL)
         self._set_final = self._redis.register_script(_SET_FINAL)
+        self._batch = _Batch(self._redis)
+
+    def _run(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]:
+        """A script of the hot path: batched with the others of this turn (one trip), but
+        by itself on a cluster, whose pipelines would split the batch by node anyway."""
+        if self.cluster:
+            return cast(Awaitable[Any], script(keys=keys, args=args))
+        return self._batch.script(script, keys, args)
 
     async def close(self) -> None:
         if self.cluster:
@@ -346,21 +443,14 @@ class RedisStateStore:
             await self._create(keys=keys, args=args)
             await self.reschedule(record.key, deadline)
             return
-        # One trip: the script (record and lease, one slot), then the index entry, sent
-        # together in that order. Should the script fail, the entry names a key with no
-        # record, which the sweeper drops when it meets it (as after any expiry). The
-        # script goes by its sha (EVALSHA) without redis-py's pipeline script check, which
-        # would cost a trip of its own; a server that lost it (a restart) gets it again.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._create.sha, len(keys), *keys, *args)
-            pipe.zadd(expiry_index_key(record.key), {record.key: int(deadline * 1000)})
-            created, indexed = await pipe.execute(raise_on_error=False)
-        if isinstance(created, NoScriptError):
-            await self._create(keys=keys, args=args)  # loads the script, then runs it
-        elif isinstance(created, Exception):
-            raise created
-        if isinstance(indexed, Exception):
-            raise indexed
+        # One trip (see _Batch): the script (record and lease, one slot), then the index
+        # entry, sent together in that order. Should the script fail, the entry names a key
+        # with no record, which the sweeper drops when it meets it (as after any expiry).
+        created = self._batch.script(self._create, keys, args)
+        indexed = self._batch.command(
+            "ZADD", expiry_index_key(record.key), int(deadline * 1000), record.key
+        )
+        await asyncio.gather(created, indexed)
 
     @_unavailable_on_redis_error
     async def get(self, key: str) -> StreamRecord | None:
@@ -411,18 +501,20 @@ class RedisStateStore:
     @_unavailable_on_redis_error
     async def checkpoint(self, key: str, owner: str, offset: int, *, force: bool = False) -> None:
         now_ms = int(time.time() * 1000)
-        expiry_ms = await self._checkpoint(
-            keys=[_stream_key(key), _lease_key(key)],
-            args=[owner, offset, now_ms, _ms(self.lease_seconds), int(force)],
+        expiry_ms = await self._run(
+            self._checkpoint,
+            [_stream_key(key), _lease_key(key)],
+            [owner, offset, now_ms, _ms(self.lease_seconds), int(force)],
         )
         _check_owner(key, expiry_ms)
 
     @_unavailable_on_redis_error
     async def finalize(self, key: str, owner: str, sha256: str) -> int:
         answer = int(
-            await self._finalize(
-                keys=[_stream_key(key), _lease_key(key)],
-                args=[owner, int(time.time() * 1000), sha256],
+            await self._run(
+                self._finalize,
+                [_stream_key(key), _lease_key(key)],
+                [owner, int(time.time() * 1000), sha256],
             )
         )
         _check_owner(key, answer)
@@ -442,9 +534,10 @@ class RedisStateStore:
     async def complete(
         self, key: str, owner: str, result: StoredResult, *, succeeded: bool = True
     ) -> None:
-        answer = await self._complete(
-            keys=[_stream_key(key), _lease_key(key)],
-            args=[
+        answer = await self._run(
+            self._complete,
+            [_stream_key(key), _lease_key(key)],
+            [
                 owner,
                 int(time.time() * 1000),
                 1 if succeeded else 2,
