@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -26,7 +27,7 @@ import aiofiles.os
 from ..private import private_directory
 from .base import Digest, PartInfo, StorageError, StorageFull
 
-__all__ = ["FileStorage"]
+__all__ = ["FileStorage", "FolderSync"]
 
 _FULL_ERRNOS: Final = {errno.ENOSPC, errno.EDQUOT}
 # The part's bytes and what is needed to read them back (its size), not its timestamps.
@@ -203,8 +204,13 @@ class FolderSync:
     runs at a time, and the next one starts as soon as it ends, for all who came meanwhile.
     """
 
-    def __init__(self, *folders: Path) -> None:
+    def __init__(
+        self,
+        *folders: Path,
+        run: Callable[[tuple[Path, ...]], Awaitable[None]] = _sync_folders_async,
+    ) -> None:
         self._folders = folders
+        self._run = run  # fsyncs the folders, in a worker thread
         self._running: asyncio.Future[None] | None = None  # started: covers earlier calls
         self._next: asyncio.Future[None] | None = None  # not started: covers every call
 
@@ -221,7 +227,7 @@ class FolderSync:
         this, self._next = self._next, None
         self._running = this
         try:
-            await _sync_folders_async(self._folders)
+            await self._run(self._folders)
         finally:
             if self._running is this:
                 self._running = None
