@@ -183,3 +183,25 @@ async def test_redis_calls_of_many_streams_in_one_turn_each_get_their_own_answer
             await store.delete(key)
         await raw.aclose()
         await store.close()
+
+
+async def test_taking_a_lease_reads_the_record_under_it_in_the_same_trip(redis_url: str) -> None:
+    """A resume takes the lease and reads the record as it is under that lease (one trip):
+    a lease held by another gives its owner and no record; a free one, the record; a lease
+    on a stream with no record, no record."""
+    store = RedisStateStore(redis_url)
+    key = f"take-{os.urandom(4).hex()}"
+    try:
+        await store.create(_record(key), "first")
+        assert await store.acquire_lease_and_get(key, "second", 5.0) == ("first", None)
+        await store.checkpoint(key, "first", 7)
+        await store.release_lease(key, "first")
+        holder, record = await store.acquire_lease_and_get(key, "second", 5.0)
+        assert holder is None and record is not None
+        assert (record.key, record.offset, record.total) == (key, 7, 10)
+        await store.checkpoint(key, "second", 9)  # the lease is the second's now
+        await store.delete(key)
+        assert await store.acquire_lease_and_get(key, "third", 5.0) == (None, None)
+    finally:
+        await store.delete(key)
+        await store.close()

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ..app import App, CreateOffer, RouteError, StreamOffer, StreamRoute
@@ -38,6 +39,13 @@ _POLL: Final = 0.005  # seconds between attempts to take a lease that is being r
 
 
 _SUPERSEDED: Final = (Status.CONFLICT, "superseded by a newer request for this stream")
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A lease taken, with the stream's record as read under it (None: gone)."""
+
+    record: StreamRecord | None
 
 
 class Negotiator:
@@ -184,10 +192,10 @@ class Negotiator:
         stream is left to the app, whose handler has run, unless ``finished``."""
         owner = self.new_owner()
         try:
-            refused = await self._take_lease(key, owner, stop)
-            if refused is not None:
-                return refused
-            record = await self.store.get(key)
+            held = await self._take_lease(key, owner, stop)
+            if isinstance(held, Refused):
+                return held
+            record = held.record
             await self.storage.discard(key)
             if finished:
                 await self.storage.remove_finished(key)
@@ -255,10 +263,12 @@ class Negotiator:
             found = await self._resumable(route, request, principal)
             if isinstance(found, Refused):
                 return found
-            record = found
-            refused = await self._take_lease(record.key, owner)
-            if refused is not None:
-                return refused
+            held = await self._take_lease(found.key, owner)
+            if isinstance(held, Refused):
+                return held
+            # Read again under the lease: the previous owner may have checkpointed after
+            # we looked (and a record gone meanwhile is refused further on).
+            record = held.record or found
         try:
             accepted = await self._grant(route, request, record, owner, principal, client, at_most)
         except BaseException:
@@ -358,17 +368,20 @@ class Negotiator:
 
     async def _take_lease(
         self, key: str, owner: str, stop: tuple[Status, str] | None = None
-    ) -> Refused | None:
+    ) -> Refused | _Held:
         """Own ``key``; a connection streaming on it (here or in another instance) is told to
-        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4)."""
+        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4). The
+        record comes as read under the lease, in the same trip."""
         deadline = time.monotonic() + max(
             self.settings.takeover_timeout, self.settings.lease_seconds
         )
         asked: set[str] = set()
         while True:
-            holder = await self.store.acquire_lease(key, owner, self.settings.lease_seconds)
+            holder, record = await self.store.acquire_lease_and_get(
+                key, owner, self.settings.lease_seconds
+            )
             if holder is None:
-                return None
+                return _Held(record)
             instance = holder.partition(":")[0]
             if instance == self.instance:
                 older = self.live.sessions.get(key)
@@ -398,9 +411,6 @@ class Negotiator:
         client: str,
         at_most: int | None = None,
     ) -> Accepted:
-        if request.key is not None:
-            # Reread under the lease: the previous owner may have checkpointed after we looked.
-            record = await self.store.get(record.key) or record
         buffer_size = route.clamp_buffer(request.buffer_size)
         if record.state is not StreamState.ACTIVE:
             # Complete (the result is repeated), or finalized (the handler runs again).

@@ -173,6 +173,15 @@ redis.call('HSET', KEYS[1], 'final', ARGV[1])
 return 'ok'
 """
 
+# KEYS: stream, lease. ARGV: owner, lease_ms. {1, the record's fields} when the lease was
+# free and is now the owner's; {0, the owner} when it is someone else's.
+_TAKE: Final = """
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('HGETALL', KEYS[1])}
+end
+return {0, redis.call('GET', KEYS[2])}
+"""
+
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -318,6 +327,42 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
+def _record_of(key: str, raw: dict[bytes, bytes]) -> StreamRecord | None:
+    """A stream record from its hash's fields (None: no record)."""
+    if not raw or b"total" not in raw:
+        return None
+    result = None
+    if b"result_status" in raw:
+        result = StoredResult(
+            status=int(raw[b"result_status"]),
+            headers=json.loads(raw[b"result_headers"]),
+            payload=raw[b"result_payload"],
+            data_format=raw[b"result_format"].decode(),
+        )
+    return StreamRecord(
+        key=key,
+        route=raw[b"route"].decode(),
+        total=int(raw[b"total"]),
+        offset=int(raw[b"offset"]),
+        buffer_size=int(raw[b"buffer"]),
+        data_format=raw[b"format"].decode(),
+        created=int(raw[b"created"]) / 1000,
+        updated=int(raw[b"updated"]) / 1000,
+        expiry=int(raw[b"expiry"]) / 1000,
+        state=StreamState(raw[b"state"].decode()),
+        metadata=json.loads(raw[b"metadata"]),
+        principal=_text(raw.get(b"principal")),
+        checksum=_text(raw.get(b"checksum")),
+        result=result,
+        sha256=_text(raw.get(b"sha256")),
+        attempts=int(raw.get(b"attempts", 0)),
+        length_deferred=raw.get(b"deferred") == b"1",
+        partial=raw.get(b"partial") == b"1",
+        concat=tuple(json.loads(raw[b"concat"])) if b"concat" in raw else None,
+        final=_text(raw.get(b"final")),
+    )
+
+
 class RedisStateStore:
     def __init__(
         self,
@@ -387,6 +432,7 @@ class RedisStateStore:
         self._attempt = self._redis.register_script(_ATTEMPT)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._take = self._redis.register_script(_TAKE)
         self._set_total = self._redis.register_script(_SET_TOTAL)
         self._set_final = self._redis.register_script(_SET_FINAL)
         self._batch = _Batch(self._redis)
@@ -454,38 +500,8 @@ class RedisStateStore:
 
     @_unavailable_on_redis_error
     async def get(self, key: str) -> StreamRecord | None:
-        raw = cast(dict[bytes, bytes], await self._redis.hgetall(_stream_key(key)))
-        if not raw or b"total" not in raw:
-            return None
-        result = None
-        if b"result_status" in raw:
-            result = StoredResult(
-                status=int(raw[b"result_status"]),
-                headers=json.loads(raw[b"result_headers"]),
-                payload=raw[b"result_payload"],
-                data_format=raw[b"result_format"].decode(),
-            )
-        return StreamRecord(
-            key=key,
-            route=raw[b"route"].decode(),
-            total=int(raw[b"total"]),
-            offset=int(raw[b"offset"]),
-            buffer_size=int(raw[b"buffer"]),
-            data_format=raw[b"format"].decode(),
-            created=int(raw[b"created"]) / 1000,
-            updated=int(raw[b"updated"]) / 1000,
-            expiry=int(raw[b"expiry"]) / 1000,
-            state=StreamState(raw[b"state"].decode()),
-            metadata=json.loads(raw[b"metadata"]),
-            principal=_text(raw.get(b"principal")),
-            checksum=_text(raw.get(b"checksum")),
-            result=result,
-            sha256=_text(raw.get(b"sha256")),
-            attempts=int(raw.get(b"attempts", 0)),
-            length_deferred=raw.get(b"deferred") == b"1",
-            partial=raw.get(b"partial") == b"1",
-            concat=tuple(json.loads(raw[b"concat"])) if b"concat" in raw else None,
-            final=_text(raw.get(b"final")),
+        return _record_of(
+            key, cast(dict[bytes, bytes], await self._redis.hgetall(_stream_key(key)))
         )
 
     @_unavailable_on_redis_error
@@ -566,6 +582,18 @@ class RedisStateStore:
             ok = await self._redis.set(_lease_key(key), owner, nx=True, px=_ms(seconds))
             return None if ok else ""
         return cast(bytes, current).decode()
+
+    @_unavailable_on_redis_error
+    async def acquire_lease_and_get(
+        self, key: str, owner: str, seconds: float
+    ) -> tuple[str | None, StreamRecord | None]:
+        taken, found = await self._run(
+            self._take, [_stream_key(key), _lease_key(key)], [owner, _ms(seconds)]
+        )
+        if int(taken) != 1:
+            return _str(found), None
+        fields = cast(list[bytes], found)
+        return None, _record_of(key, dict(zip(fields[::2], fields[1::2], strict=True)))
 
     @_unavailable_on_redis_error
     async def renew_leases(self, leases: Sequence[tuple[str, str]], seconds: float) -> list[bool]:
