@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from .. import metrics
 from ..app import App, CreateOffer, RouteError, StreamOffer, StreamRoute
 from ..events import EventKind, StreamEvent
 from ..protocol import DataFormat, Status, StreamRequest
@@ -263,7 +264,7 @@ class Negotiator:
             found = await self._resumable(route, request, principal)
             if isinstance(found, Refused):
                 return found
-            held = await self._take_lease(found.key, owner)
+            held = await self._take_lease(found.key, owner, resume=True)
             if isinstance(held, Refused):
                 return held
             # Read again under the lease: the previous owner may have checkpointed after
@@ -367,25 +368,30 @@ class Negotiator:
         return record
 
     async def _take_lease(
-        self, key: str, owner: str, stop: tuple[Status, str] | None = None
+        self, key: str, owner: str, stop: tuple[Status, str] | None = None, *, resume: bool = False
     ) -> Refused | _Held:
         """Own ``key``; a connection streaming on it (here or in another instance) is told to
         stop first, and its durable offset is settled before we go on (PROTOCOL §3.4). The
-        record comes as read under the lease, in the same trip."""
+        record comes as read under the lease, in the same trip. A ``resume`` that took the
+        stream from another owner counts as a takeover."""
         deadline = time.monotonic() + max(
             self.settings.takeover_timeout, self.settings.lease_seconds
         )
         asked: set[str] = set()
+        took_over = False
         while True:
             holder, record = await self.store.acquire_lease_and_get(
                 key, owner, self.settings.lease_seconds
             )
             if holder is None:
+                if took_over and resume:
+                    metrics.taken_over()
                 return _Held(record)
             instance = holder.partition(":")[0]
             if instance == self.instance:
                 older = self.live.sessions.get(key)
                 if older is not None:
+                    took_over = True
                     log.info("stream %s: taking over from %s", key, older.owner)
                     await older.stop(
                         *(
@@ -395,6 +401,8 @@ class Negotiator:
                     )
             elif holder and holder not in asked:
                 log.info("stream %s: asking instance %s to let go", key, instance)
+                # A connection's lease (``<instance>:<n>``), not a sweeper's passing one.
+                took_over = took_over or holder.rpartition(":")[2].isdigit()
                 asked.add(holder)
                 await self.store.request_takeover(instance, key)
             if time.monotonic() > deadline:

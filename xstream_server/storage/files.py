@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
@@ -24,14 +25,23 @@ from typing import Final
 import aiofiles
 import aiofiles.os
 
+from .. import metrics
 from ..private import private_directory
 from .base import Digest, PartInfo, StorageError, StorageFull
 
 __all__ = ["FileStorage", "FolderSync"]
 
 _FULL_ERRNOS: Final = {errno.ENOSPC, errno.EDQUOT}
-# The part's bytes and what is needed to read them back (its size), not its timestamps.
-_fdatasync = aiofiles.os.wrap(os.fdatasync)
+
+
+def _timed_fdatasync(fd: int) -> None:
+    # The part's bytes and what is needed to read them back (its size), not its timestamps.
+    started = time.perf_counter()
+    os.fdatasync(fd)
+    metrics.fsynced(time.perf_counter() - started)
+
+
+_fdatasync = aiofiles.os.wrap(_timed_fdatasync)
 
 
 def _sha256_prefix(part: Path, final: Path, size: int) -> str:
