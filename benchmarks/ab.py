@@ -48,7 +48,7 @@ from .processes import (
     upload_timeout,
 )
 
-__all__ = ["FULL", "QUICK", "SMOKE", "Plan", "Scenario", "main"]
+__all__ = ["FULL", "QUICK", "SMALL", "SMOKE", "Plan", "Scenario", "main"]
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -92,6 +92,10 @@ class Scenario:
     size: int
     concurrency: int
     total: int
+    # "xstream" (the packet protocol over TCP) or "tus" (the HTTP face, /upload-file),
+    # with the load generator's options for it.
+    target: str = "xstream"
+    options: tuple[str, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -101,10 +105,15 @@ class Scenario:
     def label(self) -> str:
         size = f"{self.size / MiB:g} MiB"
         if self.total == 1:
-            return f"1 × {size}"
-        if self.total == self.concurrency:
-            return f"{self.total} × {size}"
-        return f"{self.total} × {size}, {self.concurrency} in flight"
+            shape = f"1 × {size}"
+        elif self.total == self.concurrency:
+            shape = f"{self.total} × {size}"
+        else:
+            shape = f"{self.total} × {size}, {self.concurrency} in flight"
+        if self.target == "xstream":
+            return shape
+        how = ", creation-with-upload" if "--creation-with-upload" in self.options else ""
+        return f"{shape} ({self.target}{how})"
 
 
 def until(size: int, concurrency: int, min_bytes: int, name: str) -> Scenario:
@@ -144,6 +153,23 @@ STREAMS: Final = Plan(
         Scenario("concurrent-64", 32 * MiB, 64, 64),
     ),
 )
+# Many small uploads only, over TCP and over HTTP (tus: a creation POST then one PATCH,
+# and creation-with-upload, one POST with the bytes).
+SMALL: Final = Plan(
+    "small",
+    (
+        Scenario("many-small", MiB, 64, 500),
+        Scenario("many-small-tus", MiB, 64, 500, "tus", ("--path", "/upload-file")),
+        Scenario(
+            "many-small-tus-cwu",
+            MiB,
+            64,
+            500,
+            "tus",
+            ("--path", "/upload-file", "--creation-with-upload"),
+        ),
+    ),
+)
 # Only to check that the script works: figures from it mean nothing.
 SMOKE: Final = Plan(
     "smoke",
@@ -177,6 +203,7 @@ class Server:
     port: int
     data_dir: Path
     process: ManagedProcess
+    http_port: int = 0
 
 
 # --------------------------------------------------------------------------- trees
@@ -262,7 +289,7 @@ def start_server(
     fsync: bool = True,
 ) -> Server:
     check_imports(tree, work)
-    port = free_port()
+    port, http_port = free_port(), free_port()
     data_dir = work / f"data-{tree.label}"
     data_dir.mkdir()
     process = ManagedProcess(
@@ -284,7 +311,11 @@ def start_server(
         work / f"xstream-{tree.label}.log",
         "listening on",
         # Two trees side by side: an HTTP face (where a tree has one) on a free port each.
-        env={**tree_environment(tree, work), "XSTREAM_HTTP_PORT": "0", **(env or {})},
+        env={
+            **tree_environment(tree, work),
+            "XSTREAM_HTTP_PORT": str(http_port),
+            **(env or {}),
+        },
         cwd=tree.path,
     )
     process.start()
@@ -295,7 +326,7 @@ def start_server(
     if seen != (tree.path, str(tree.path)) or "embedded" in "".join(listening):
         process.stop()
         raise SystemExit(f"{tree.label}: server runs as {seen}, {listening}; not as planned")
-    return Server(tree, port, data_dir, process)
+    return Server(tree, port, data_dir, process, http_port)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -304,6 +335,7 @@ def start_server(
 def upload(server: Server, plan: Plan, scenario: Scenario) -> tuple[dict[str, Any], float, str]:
     """One load-generator run; (its JSON, server CPU seconds, failure or "")."""
     args = [
+        *scenario.options,
         "--buffer",
         str(plan.buffer),
         "upload",
@@ -316,7 +348,11 @@ def upload(server: Server, plan: Plan, scenario: Scenario) -> tuple[dict[str, An
     ]
     with removing_new_files(server.data_dir):
         result = run_loadgen(
-            server.process.pid, server.port, "xstream", args, upload_timeout(scenario.bytes)
+            server.process.pid,
+            server.http_port if scenario.target == "tus" else server.port,
+            scenario.target,
+            args,
+            upload_timeout(scenario.bytes),
         )
     failure = result.failure or "; ".join(result.data.get("errors", [])[:3])
     return result.data, result.server_cpu_s, failure
@@ -495,8 +531,13 @@ def markdown(document: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     lines += [
         "",
         f"{document['rounds']} rounds, order alternating (before first in odd rounds);"
-        f" fsync {'off' if document.get('no_fsync') else 'on'}, each tree's defaults otherwise;"
-        f" {machine['cpus']} CPUs"
+        f" fsync {'off' if document.get('no_fsync') else 'on'}, each tree's defaults otherwise"
+        + (
+            f" (after: --workers {document['after_workers']});"
+            if document.get("after_workers", 1) > 1
+            else ";"
+        )
+        + f" {machine['cpus']} CPUs"
         f" ({machine['cpu_model']}), Python {machine['python']}.",
         "Cells: median (min–max) over the rounds; the ratio is of the medians.",
         "",
@@ -521,10 +562,19 @@ def main(argv: list[str] | None = None) -> None:
     sizes.add_argument(
         "--streams", action="store_true", help="big streams: 1 x 256 MiB, 16 and 64 x 32 MiB"
     )
+    sizes.add_argument(
+        "--small", action="store_true", help="500 x 1 MiB only, over TCP and tus (HTTP)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
     parser.add_argument("--no-fsync", action="store_true", help="both servers with --no-fsync")
     parser.add_argument("--name", help="report file names: <date>-<name>.json/.md")
+    parser.add_argument(
+        "--after-workers",
+        type=int,
+        default=1,
+        help="server processes of tree B (--workers; e.g. the same tree with 1 and 2)",
+    )
     parser.add_argument(
         "--scenario",
         action="append",
@@ -537,7 +587,17 @@ def main(argv: list[str] | None = None) -> None:
     overriding = sorted(name for name in os.environ if name.startswith("XSTREAM_"))
     if overriding:
         raise SystemExit(f"unset {', '.join(overriding)}: they would change both servers")
-    plan = SMOKE if args.smoke else QUICK if args.quick else STREAMS if args.streams else FULL
+    plan = (
+        SMOKE
+        if args.smoke
+        else SMALL
+        if args.small
+        else QUICK
+        if args.quick
+        else STREAMS
+        if args.streams
+        else FULL
+    )
     if args.scenario:
         try:
             plan = Plan("custom", tuple(custom_scenario(text) for text in args.scenario))
@@ -557,7 +617,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         redis, redis_url = start_redis(work)
         for db, tree in enumerate(trees):
-            servers.append(start_server(tree, work, redis_url, db, fsync=not args.no_fsync))
+            workers = args.after_workers if tree.label == "after" else 1
+            env = {"XSTREAM_WORKERS": str(workers)} if workers > 1 else None
+            servers.append(
+                start_server(tree, work, redis_url, db, env=env, fsync=not args.no_fsync)
+            )
         for server in servers:
             warm_up(server, plan)
         measurements = execute(servers, plan, args.rounds)
@@ -590,6 +654,7 @@ def main(argv: list[str] | None = None) -> None:
         "plan": asdict(plan),
         "rounds": args.rounds,
         "no_fsync": args.no_fsync,
+        "after_workers": args.after_workers,
         "trees": {tree.label: asdict(tree) | {"path": str(tree.path)} for tree in trees},
         "notes": notes,
         "measurements": measurements,

@@ -243,31 +243,40 @@ def request_head(method: str, path: str, host: str, headers: dict[str, str | int
 
 
 async def tus_upload(
-    host: str, port: int, gate: asyncio.Semaphore, size: int, path: str, chunk: int, name: str
+    host: str,
+    port: int,
+    gate: asyncio.Semaphore,
+    size: int,
+    path: str,
+    chunk: int,
+    name: str,
+    with_upload: bool = False,
 ) -> UploadOutcome:
-    """tus 1.0: creation, then PATCHes of ``chunk`` bytes (0: the whole upload in one)."""
+    """tus 1.0: creation, then PATCHes of ``chunk`` bytes (0: the whole upload in one).
+    ``with_upload`` (creation-with-upload): the POST carries the first chunk."""
     started = time.perf_counter()
     reader, writer = await open_connection(host, port, gate)
     try:
         metadata = "filename " + base64.b64encode(name.encode()).decode()
-        writer.write(
-            request_head(
-                "POST",
-                path,
-                host,
-                {
-                    "Tus-Resumable": "1.0.0",
-                    "Upload-Length": size,
-                    "Upload-Metadata": metadata,
-                    "Content-Length": 0,
-                },
-            )
-        )
+        first = min(chunk or size, size) if with_upload else 0
+        head: dict[str, str | int] = {
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": size,
+            "Upload-Metadata": metadata,
+            "Content-Length": first,
+        }
+        if with_upload:
+            head["Content-Type"] = "application/offset+octet-stream"
+        writer.write(request_head("POST", path, host, head))
+        if first:
+            await send_pattern(writer, 0, first)
         status, headers = await read_response(reader)
         if status != 201 or "location" not in headers:
             raise BenchError(f"creation answered {status} {headers}")
+        if with_upload and int(headers.get("upload-offset", -1)) != first:
+            raise BenchError(f"creation with {first} bytes answered {status} {headers}")
         location = urllib.parse.urlsplit(headers["location"]).path
-        offset, rounds = 0, 0
+        offset, rounds = first, 1 if first else 0
         while offset < size:
             count = min(chunk or size, size - offset)
             writer.write(
@@ -335,7 +344,16 @@ async def run_uploads(args: argparse.Namespace) -> Collected:
         if args.target == "xstream":
             return xstream_upload(args.host, args.port, gate, size, args.buffer, name, sha)
         if args.target == "tus":
-            return tus_upload(args.host, args.port, gate, size, args.path, args.chunk, name)
+            return tus_upload(
+                args.host,
+                args.port,
+                gate,
+                size,
+                args.path,
+                args.chunk,
+                name,
+                args.creation_with_upload,
+            )
         if args.target == "put":
             return put_upload(args.host, args.port, gate, size, args.path, name)
         return baseline_upload(args.host, args.port, gate, size)
@@ -631,6 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--path", default="/files", help="tus endpoint or PUT folder")
     parser.add_argument("--chunk", type=int, default=0, help="tus PATCH size; 0: whole upload")
+    parser.add_argument(
+        "--creation-with-upload",
+        action="store_true",
+        help="tus: the creation POST carries the first chunk (the whole upload with --chunk 0)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="hard limit, seconds")
     parser.add_argument("--buffer", type=int, default=256 * 1024, help="x-stream buffer B")
     commands = parser.add_subparsers(dest="scenario", required=True)

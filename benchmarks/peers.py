@@ -1,7 +1,8 @@
 """xstream beside the servers a user would pick instead, in one interleaved run.
 
 ``python -m benchmarks.peers --set issue9|issue15 [--rounds 3] [--out DIR]`` runs one set of
-scenarios against every server below and writes ``<date>-peers-<set>.json``;
+scenarios against every server below and writes ``<date>-peers-<set>.json`` (with ``--small``
+only its 500 x 1 MiB scenario, ``<date>-peers-<set>-small.json``);
 ``python -m benchmarks.peers --report A.json B.json ...`` writes the report of one or more
 such runs (``<date>-peers.md`` and ``.json``). ``benchmarks/setup-peers`` installs the peers
 first. Run each set through ``bench-run``.
@@ -425,6 +426,8 @@ def measure_once(server: Running, scenario: Scenario, redis_pid: int | None) -> 
 
 def run_set(args: argparse.Namespace) -> None:
     scenarios = SETS[args.set]
+    if args.small:
+        scenarios = [s for s in scenarios if s.label.startswith("500 x")]
     started = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="xstream-peers-"))
     redis, redis_url = start_redis(work)
@@ -476,7 +479,8 @@ def run_set(args: argparse.Namespace) -> None:
         "measurements": measurements,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{started.date()}-peers-{args.set}.json"
+    suffix = "-small" if args.small else ""
+    path = args.out / f"{started.date()}-peers-{args.set}{suffix}.json"
     path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {path}")
 
@@ -708,6 +712,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--keep-work", action="store_true")
+    parser.add_argument("--small", action="store_true", help="only the set's 500 x 1 MiB scenario")
     parser.add_argument("--report", type=Path, nargs="+", help="runs' JSON files to report")
     parser.add_argument("--report-out", type=Path, help="report stem (default: out/<date>-peers)")
     args = parser.parse_args()

@@ -553,13 +553,13 @@ async def test_the_part_is_fsynced_ahead_between_checkpoints_without_recording(
     from xstream_server.storage import files
 
     fsynced: list[int] = []
-    real_fsync = files._fsync
+    real_fsync = files._fdatasync
 
     async def counting_fsync(fd: int) -> None:  # the real fsync, counted
         await real_fsync(fd)
         fsynced.append(fd)
 
-    monkeypatch.setattr(files, "_fsync", counting_fsync)
+    monkeypatch.setattr(files, "_fdatasync", counting_fsync)
     engine = make_engine(make_app([]), checkpoint_bytes=64 * SYNC_AHEAD, checkpoint_seconds=600)
     data = os.urandom(2 * SYNC_AHEAD + 5)
     opened = await engine.open_stream(request(len(data)), "client")

@@ -32,7 +32,9 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   and ``open_stream(..., at_most=n)`` keeps each window to the bytes the client has;
   ``partial=True`` makes a part of a tus concatenation, and ``concatenate(request,
   client, keys)`` a stream of the parts put end to end, at once when they are complete,
-  else when the last of them completes);
+  else when the last of them completes); ``create_and_open(request, client, ...)`` creates
+  one and grants its first window at once (tus creation-with-upload: one Redis trip, as
+  for a new stream over TCP, instead of a creation and then a resume);
   ``status(key, authorization)`` is its durable state; ``read(key, offset)`` yields its
   durable bytes (downloads); ``terminate(key, authorization)`` deletes it (tus
   termination), stopping a window still open on it first.

@@ -57,6 +57,16 @@ class Engine(Protocol):
         partial: bool = False,
     ) -> StreamStatus | Refused: ...
 
+    async def create_and_open(
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+        at_most: int | None = None,
+    ) -> tuple[StreamStatus, Accepted | Refused] | Refused: ...
+
     async def concatenate(
         self, request: StreamRequest, client: str, parts: Sequence[str]
     ) -> tuple[StreamStatus, Completion | None] | Refused: ...

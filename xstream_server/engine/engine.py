@@ -157,6 +157,32 @@ class StreamEngine:
             return created
         return _status_of(created)
 
+    async def create_and_open(
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+        at_most: int | None = None,
+    ) -> tuple[StreamStatus, Accepted | Refused] | Refused:
+        """``create_stream`` and the first window of ``open_stream`` in one (tus
+        creation-with-upload): the new stream's status, with its grant or the refusal of
+        the grant; a Refused alone when the stream was not created."""
+        if self._shutting_down:
+            metrics.refused(Status.UNAVAILABLE)
+            return Refused(Status.UNAVAILABLE, "server shutting down")
+        made = await self._negotiator.create_and_open(
+            request, client, length_deferred=length_deferred, partial=partial, at_most=at_most
+        )
+        if isinstance(made, Refused):
+            metrics.refused(made.status)
+            return made
+        record, opened = made
+        if isinstance(opened, Refused):
+            metrics.refused(opened.status)
+        return _status_of(record), opened
+
     async def concatenate(
         self, request: StreamRequest, client: str, parts: Sequence[str]
     ) -> tuple[StreamStatus, Completion | None] | Refused:

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from .. import metrics
@@ -39,6 +40,13 @@ _POLL: Final = 0.005  # seconds between attempts to take a lease that is being r
 
 
 _SUPERSEDED: Final = (Status.CONFLICT, "superseded by a newer request for this stream")
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A lease taken, with the stream's record as read under it (None: gone)."""
+
+    record: StreamRecord | None
 
 
 class Negotiator:
@@ -127,6 +135,55 @@ class Negotiator:
             return Refused(Status.SERVER_ERROR, "internal error")
         return record
 
+    async def create_and_open(
+        self,
+        request: StreamRequest,
+        client: str,
+        *,
+        length_deferred: bool = False,
+        partial: bool = False,
+        at_most: int | None = None,
+    ) -> tuple[StreamRecord, Accepted | Refused] | Refused:
+        """Create a stream and grant its first window at once (tus creation-with-upload):
+        the lease the creation took is the window's, so this costs the Redis trips of a
+        new stream over TCP, not those of a creation and then a resume. The record comes
+        back with the grant or its refusal (the stream exists then, without bytes)."""
+        route = self.app.routes.get(request.route)
+        if not isinstance(route, StreamRoute):
+            return Refused(Status.NOT_FOUND, f"no stream route {request.route}")
+        owner = self.new_owner()
+        try:
+            principal = await route.auth(request.authorization) if route.auth else None
+            limited = f"principal {principal}" if principal is not None else client
+            if self.live.client_streams(limited) >= self.settings.max_streams_per_client:
+                return Refused(
+                    Status.TOO_MANY_STREAMS, "too many concurrent streams for this client"
+                )
+            record = await self._create(route, request, principal, owner, length_deferred, partial)
+        except RouteError as exc:
+            return Refused(exc.status, exc.message)
+        except (StateUnavailable, StorageError) as exc:
+            return Refused(*status_of_error(exc))
+        except Exception:
+            log.exception("stream creation on %s failed", request.route)
+            return Refused(Status.SERVER_ERROR, "internal error")
+        try:
+            return record, await self._grant(
+                route, request, record, owner, principal, limited, at_most
+            )
+        except BaseException as exc:
+            with contextlib.suppress(StateUnavailable):
+                await self.store.release_lease(record.key, owner)
+            if isinstance(exc, RouteError):
+                return record, Refused(exc.status, exc.message)
+            if isinstance(exc, StateUnavailable | LeaseLost | StorageError):
+                log.warning("stream %s: first window refused: %s", record.key, exc)
+                return record, Refused(*status_of_error(exc))
+            if isinstance(exc, Exception):
+                log.exception("stream %s: first window failed", record.key)
+                return record, Refused(Status.SERVER_ERROR, "internal error")
+            raise
+
     async def terminate(
         self, key: str, stop: tuple[Status, str] | None = None, *, finished: bool = False
     ) -> Refused | None:
@@ -136,10 +193,10 @@ class Negotiator:
         stream is left to the app, whose handler has run, unless ``finished``."""
         owner = self.new_owner()
         try:
-            refused = await self._take_lease(key, owner, stop)
-            if refused is not None:
-                return refused
-            record = await self.store.get(key)
+            held = await self._take_lease(key, owner, stop)
+            if isinstance(held, Refused):
+                return held
+            record = held.record
             await self.storage.discard(key)
             if finished:
                 await self.storage.remove_finished(key)
@@ -207,10 +264,12 @@ class Negotiator:
             found = await self._resumable(route, request, principal)
             if isinstance(found, Refused):
                 return found
-            record = found
-            refused = await self._take_lease(record.key, owner, resume=True)
-            if refused is not None:
-                return refused
+            held = await self._take_lease(found.key, owner, resume=True)
+            if isinstance(held, Refused):
+                return held
+            # Read again under the lease: the previous owner may have checkpointed after
+            # we looked (and a record gone meanwhile is refused further on).
+            record = held.record or found
         try:
             accepted = await self._grant(route, request, record, owner, principal, client, at_most)
         except BaseException:
@@ -310,21 +369,24 @@ class Negotiator:
 
     async def _take_lease(
         self, key: str, owner: str, stop: tuple[Status, str] | None = None, *, resume: bool = False
-    ) -> Refused | None:
+    ) -> Refused | _Held:
         """Own ``key``; a connection streaming on it (here or in another instance) is told to
-        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4). A
-        ``resume`` that took the stream from another owner counts as a takeover."""
+        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4). The
+        record comes as read under the lease, in the same trip. A ``resume`` that took the
+        stream from another owner counts as a takeover."""
         deadline = time.monotonic() + max(
             self.settings.takeover_timeout, self.settings.lease_seconds
         )
         asked: set[str] = set()
         took_over = False
         while True:
-            holder = await self.store.acquire_lease(key, owner, self.settings.lease_seconds)
+            holder, record = await self.store.acquire_lease_and_get(
+                key, owner, self.settings.lease_seconds
+            )
             if holder is None:
                 if took_over and resume:
                     metrics.taken_over()
-                return None
+                return _Held(record)
             instance = holder.partition(":")[0]
             if instance == self.instance:
                 older = self.live.sessions.get(key)
@@ -357,9 +419,6 @@ class Negotiator:
         client: str,
         at_most: int | None = None,
     ) -> Accepted:
-        if request.key is not None:
-            # Reread under the lease: the previous owner may have checkpointed after we looked.
-            record = await self.store.get(record.key) or record
         buffer_size = route.clamp_buffer(request.buffer_size)
         if record.state is not StreamState.ACTIVE:
             # Complete (the result is repeated), or finalized (the handler runs again).

@@ -131,6 +131,13 @@ class StateStore(Protocol):
         """Take the lease; return None on success, else the current owner."""
         ...
 
+    async def acquire_lease_and_get(
+        self, key: str, owner: str, seconds: float
+    ) -> tuple[str | None, StreamRecord | None]:
+        """``acquire_lease`` and, when it succeeds, ``get`` as read under the new lease, in
+        one trip: (None, the record or None if gone), else (the current owner, None)."""
+        ...
+
     async def renew_leases(self, leases: Sequence[tuple[str, str]], seconds: float) -> list[bool]:
         """Renew many ``(key, owner)`` leases in one trip; False where one was lost."""
         ...

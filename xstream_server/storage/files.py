@@ -3,15 +3,22 @@ finished. Keys are server-made and URL-safe, so they are safe file names; a clie
 name is never used as a path. Every blocking call runs in the thread pool through aiofiles,
 one trip per call (a write and its hash, when it has one, travel together). ``read_at``
 reads written bytes back for the hashing thread that trails the writer.
+
+Finishing a part: ``fdatasync`` of its bytes (checkpoints and the last one), then its rename
+from ``parts/`` to ``complete/``, then an fsync of both folders, so that the rename outlives
+a crash. The folders' fsyncs are shared (group commit, see ``FolderSync``): many streams
+finishing at once cost one pair of folder fsyncs, not one pair each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -22,18 +29,19 @@ from .. import metrics
 from ..private import private_directory
 from .base import Digest, PartInfo, StorageError, StorageFull
 
-__all__ = ["FileStorage"]
+__all__ = ["FileStorage", "FolderSync"]
 
 _FULL_ERRNOS: Final = {errno.ENOSPC, errno.EDQUOT}
 
 
-def _timed_fsync(fd: int) -> None:
+def _timed_fdatasync(fd: int) -> None:
+    # The part's bytes and what is needed to read them back (its size), not its timestamps.
     started = time.perf_counter()
-    os.fsync(fd)
+    os.fdatasync(fd)
     metrics.fsynced(time.perf_counter() - started)
 
 
-_fsync = aiofiles.os.wrap(_timed_fsync)
+_fdatasync = aiofiles.os.wrap(_timed_fdatasync)
 
 
 def _sha256_prefix(part: Path, final: Path, size: int) -> str:
@@ -158,7 +166,7 @@ class FilePartWriter:
         if not self._fsync:
             return
         try:
-            await _fsync(self._fd)
+            await _fdatasync(self._fd)
         except OSError as exc:
             raise _storage_error(exc, "fsync") from exc
 
@@ -176,9 +184,63 @@ class FilePartWriter:
             return
         fd, self._fd = self._fd, -1
         try:
-            await _close(fd)
+            if self._inline:
+                # Where writes go from the event loop, so does the close: a local file's
+                # close returns at once (its bytes are fsynced already, or need not be).
+                os.close(fd)
+            else:
+                await _close(fd)
         except OSError as exc:
             raise _storage_error(exc, "closing") from exc
+
+
+def _sync_folders(folders: tuple[Path, ...]) -> None:
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_sync_folders_async = aiofiles.os.wrap(_sync_folders)
+
+
+class FolderSync:
+    """Group commit of folder fsyncs: ``sync()`` returns once an fsync of every folder has
+    run that started after the call. A rename finished before an fsync of its folder starts
+    is made durable by it, so every stream that renamed its part before calling ``sync()``
+    shares one fsync with the others that call while an earlier one is running: at most one
+    runs at a time, and the next one starts as soon as it ends, for all who came meanwhile.
+    """
+
+    def __init__(
+        self,
+        *folders: Path,
+        run: Callable[[tuple[Path, ...]], Awaitable[None]] = _sync_folders_async,
+    ) -> None:
+        self._folders = folders
+        self._run = run  # fsyncs the folders, in a worker thread
+        self._running: asyncio.Future[None] | None = None  # started: covers earlier calls
+        self._next: asyncio.Future[None] | None = None  # not started: covers every call
+
+    async def sync(self) -> None:
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._after(self._running))
+        # Shielded: one caller cancelled must not cancel the fsync the others wait for.
+        await asyncio.shield(self._next)
+
+    async def _after(self, previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its callers'
+        # Starting: nobody joins this one from here on (no await before the fsync starts).
+        this, self._next = self._next, None
+        self._running = this
+        try:
+            await self._run(self._folders)
+        finally:
+            if self._running is this:
+                self._running = None
 
 
 class FileStorage:
@@ -193,6 +255,11 @@ class FileStorage:
         self.reserve = reserve
         for folder in (root, self.parts, self.complete):  # 0700: part names are keys
             private_directory(folder)
+        # The finished file's folder, which the rename added it to, and the parts' folder,
+        # which it left: both, so that after a crash the file has exactly one name. (On
+        # ext4 and XFS one rename is one journal transaction and the second fsync finds
+        # nothing left to do; elsewhere it is what removes the old name for good.)
+        self._folders = FolderSync(self.complete, self.parts)
 
     def _part(self, key: str) -> Path:
         return self.parts / f"{key}.part"
@@ -224,9 +291,15 @@ class FileStorage:
         return digest
 
     async def finalize(self, key: str) -> Path:
+        """Move the part (whose bytes are fsynced) into place, durably: renamed, then both
+        folders fsynced (shared with the other streams finishing now, see FolderSync)."""
         final = self.finished_path(key)
         try:
-            await _finalize_async(self._part(key), final, self.fsync)
+            await _finalize_async(self._part(key), final)
+            if self.fsync:
+                # Also when the part had been renamed already (a crash came before the
+                # record was told): that rename may not have reached the disk.
+                await self._folders.sync()
         except OSError as exc:
             raise _storage_error(exc, "finalizing") from exc
         return final
@@ -269,19 +342,14 @@ def _is_finished(part: Path, final: Path) -> bool:
 _is_finished_async = aiofiles.os.wrap(_is_finished)
 
 
-def _finalize(part: Path, final: Path, fsync: bool) -> None:
-    """Rename the part into place and make the rename durable; a part already renamed (a
-    crash came before the record was told) is left as it is."""
-    if _is_finished(part, final):
-        return
-    os.replace(part, final)
-    if fsync:
-        for directory in {final.parent, part.parent}:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+def _finalize(part: Path, final: Path) -> None:
+    """Rename the part into place; a part already renamed (a crash came before the record
+    was told) is left as it is."""
+    try:
+        os.replace(part, final)
+    except FileNotFoundError:
+        if not final.exists():
+            raise
 
 
 _finalize_async = aiofiles.os.wrap(_finalize)

@@ -27,7 +27,7 @@ from ...protocol import Status
 from .endpoint import UploadEndpoint
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, parse_metadata
-from .uploads import Appended, append, create, lookup
+from .uploads import Appended, append, create, create_with_body, lookup
 
 __all__ = ["INTEROP_HEADER", "INTEROP_VERSIONS", "IetfEndpoint", "is_ietf"]
 
@@ -119,23 +119,29 @@ class IetfEndpoint(UploadEndpoint):
         if total is not None and total > self.route.max_size:
             return self._problem(413, f"upload of {total} bytes, at most {self.route.max_size}")
         # No length yet (more is coming): the length is deferred until a request completes.
-        created = await create(self.context, self.route, request, total, metadata)
-        if isinstance(created, Refused):
-            return self._refused(created)
-        headers = {"Location": self._location(request, created.key), "Upload-Limit": self._limits()}
         if not has_body and total != 0:
+            created = await create(self.context, self.route, request, total, metadata)
+            if isinstance(created, Refused):
+                return self._refused(created)
+            headers = self._created(request, created)
             headers.update({"Upload-Offset": "0", "Upload-Complete": "?0"})
             return Response(status_code=201, headers=headers)
-        appended = await append(
+        # With its bytes: created with its first window granted at once.
+        made = await create_with_body(
             self.context,
             self.route,
             request,
-            created.key,
-            created.total,
-            0,
-            at_most=length if created.length_deferred else None,
+            total,
+            metadata,
+            at_most=length if total is None else None,
         )
-        return self._after_append(appended, complete, headers, 201)
+        if isinstance(made, Refused):
+            return self._refused(made)
+        created, appended = made
+        return self._after_append(appended, complete, self._created(request, created), 201)
+
+    def _created(self, request: Request, created: StreamStatus) -> dict[str, str]:
+        return {"Location": self._location(request, created.key), "Upload-Limit": self._limits()}
 
     async def head(self, request: Request) -> Response:
         if (wrong := self._version_problem(request)) is not None:

@@ -27,7 +27,7 @@ from .endpoint import UploadEndpoint
 from .errors import http_status, problem
 from .headers import BadHeader, decimal_header, encode_metadata, http_date, parse_metadata
 from .trailers import trailers_of
-from .uploads import Appended, append, concatenate, create
+from .uploads import Appended, append, concatenate, create, create_with_body
 
 __all__ = [
     "OFFSET_CONTENT_TYPE",
@@ -119,30 +119,36 @@ class TusEndpoint(UploadEndpoint):
             return self._problem(413, f"a body of {length} bytes for an upload of {total}")
         if with_body and total is None and length is None:
             return self._problem(411, "a body for an upload of deferred length needs its length")
-        created = await create(
-            self.context, self.route, request, total, metadata, partial=concat == "partial"
-        )
-        if isinstance(created, Refused):
-            return self._refused(created)
-        headers = {"Location": self._location(request, created.key)}
-        if created.expires is not None:
-            headers["Upload-Expires"] = http_date(created.expires)
         if not with_body and total != 0:
-            return Response(status_code=201, headers=self._headers(headers))
+            created = await create(
+                self.context, self.route, request, total, metadata, partial=concat == "partial"
+            )
+            if isinstance(created, Refused):
+                return self._refused(created)
+            return Response(status_code=201, headers=self._headers(self._created(request, created)))
         # With its bytes, or empty: an upload of no bytes is complete (its handler runs) now,
-        # as no client sends a PATCH for it.
-        appended = await append(
+        # as no client sends a PATCH for it. Created with its first window granted at once.
+        made = await create_with_body(
             self.context,
             self.route,
             request,
-            created.key,
-            created.total,
-            0,
-            check,
-            length if created.length_deferred else None,
-            body_end,
+            total,
+            metadata,
+            partial=concat == "partial",
+            check=check,
+            at_most=length if total is None else None,
+            body_end=body_end,
         )
-        return self._after_append(appended, 201, headers)
+        if isinstance(made, Refused):
+            return self._refused(made)
+        created, appended = made
+        return self._after_append(appended, 201, self._created(request, created))
+
+    def _created(self, request: Request, created: StreamStatus) -> dict[str, str]:
+        headers = {"Location": self._location(request, created.key)}
+        if created.expires is not None:
+            headers["Upload-Expires"] = http_date(created.expires)
+        return headers
 
     async def _create_final(self, request: Request, uploads: str) -> Response:
         """A final upload (concatenation): the partial ones it is made of, in order, as

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from ...app import StreamRoute
-from ...engine import Completion, PartCheck, Refused, StreamStatus
+from ...engine import Accepted, Completion, PartCheck, Refused, StreamStatus
 from ...protocol import DataFormat, Status, StreamRequest
 from .body import receive_body
 from .context import HttpContext, client_of
@@ -24,6 +24,7 @@ __all__ = [
     "append",
     "concatenate",
     "create",
+    "create_with_body",
     "lookup",
     "set_length",
     "stream_request",
@@ -157,6 +158,56 @@ async def append(
     )
     if isinstance(opened, Refused):
         return opened
+    return await _pour(context, request, opened, total, offset, check, body_end)
+
+
+async def create_with_body(
+    context: HttpContext,
+    route: StreamRoute,
+    request: Request,
+    total: int | None,
+    metadata: Mapping[str, str],
+    *,
+    partial: bool = False,
+    check: PartCheck | None = None,
+    at_most: int | None = None,
+    body_end: Callable[[bool], None] | None = None,
+) -> tuple[StreamStatus, Appended | Refused] | Refused:
+    """``create`` and ``append`` from offset 0 in one: the new stream takes the request's
+    body (creation-with-upload) through the window granted with its creation, so no
+    second trip to find it and take its lease. A Refused alone: nothing was created."""
+    engine = context.engine
+    if engine is None:
+        return Refused(Status.UNAVAILABLE, "server not started")
+    made = await engine.create_and_open(
+        stream_request(
+            route, request, route.max_size if total is None else total, metadata=metadata
+        ),
+        client_of(request),
+        length_deferred=total is None,
+        partial=partial,
+        at_most=at_most,
+    )
+    if isinstance(made, Refused):
+        return made
+    created, opened = made
+    if isinstance(opened, Refused):
+        return created, opened
+    return created, await _pour(context, request, opened, created.total, 0, check, body_end)
+
+
+async def _pour(
+    context: HttpContext,
+    request: Request,
+    opened: Accepted,
+    total: int,
+    offset: int,
+    check: PartCheck | None,
+    body_end: Callable[[bool], None] | None,
+) -> Appended | Refused:
+    """The request's body into the granted window ``opened``; its settled outcome."""
+    engine = context.engine
+    assert engine is not None
     length = request.headers.get("content-length")
     if check is not None and length is not None and int(length) > opened.window:
         # Only a whole body can be verified, and the rest of this one would not be read.
