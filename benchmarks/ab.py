@@ -1,6 +1,10 @@
 """Interleaved A/B comparison of the xstream server at two source trees.
 
-``python -m benchmarks.ab --before DIR --after DIR [--rounds N] [--quick | --smoke]``
+``python -m benchmarks.ab --before DIR --after DIR [--rounds N] [--quick | --smoke] [--http]``
+
+With ``--http`` the uploads go over the HTTP face instead, as tus 1.0 (a creation POST, then
+the whole upload in one PATCH, as ``benchmarks.peers``' ``xstream-http``), at 1, 16 and 64
+uploads at once.
 
 Each tree is a plain source checkout: its server runs with this interpreter as
 ``python -m xstream_server.cli.server`` with the tree as working directory and as
@@ -48,7 +52,7 @@ from .processes import (
     upload_timeout,
 )
 
-__all__ = ["FULL", "QUICK", "SMOKE", "Plan", "Scenario", "main"]
+__all__ = ["FULL", "HTTP", "QUICK", "SMOKE", "Plan", "Scenario", "main"]
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -117,6 +121,7 @@ class Plan:
     mode: str
     scenarios: tuple[Scenario, ...]
     buffer: int = 256 * KiB
+    http: bool = False  # tus over the HTTP face rather than the xstream TCP protocol
 
 
 FULL: Final = Plan(
@@ -134,6 +139,20 @@ QUICK: Final = Plan(
         until(8 * MiB, 64, 512 * MiB, "concurrent-64"),
         Scenario("many-small", MiB, 64, 500),
     ),
+)
+HTTP: Final = Plan(
+    "http",
+    (
+        Scenario("single", 256 * MiB, 1, 1),
+        Scenario("concurrent-16", 32 * MiB, 16, 16),
+        Scenario("concurrent-64", 32 * MiB, 64, 64),
+    ),
+    http=True,
+)
+HTTP_SMOKE: Final = Plan(
+    "http-smoke",
+    (Scenario("single", 8 * MiB, 1, 1), Scenario("concurrent-8", MiB, 8, 8)),
+    http=True,
 )
 # Only to check that the script works: figures from it mean nothing.
 SMOKE: Final = Plan(
@@ -158,6 +177,7 @@ class Tree:
 class Server:
     tree: Tree
     port: int
+    http_port: int
     data_dir: Path
     process: ManagedProcess
 
@@ -245,7 +265,7 @@ def start_server(
     fsync: bool = True,
 ) -> Server:
     check_imports(tree, work)
-    port = free_port()
+    port, http_port = free_port(), free_port()
     data_dir = work / f"data-{tree.label}"
     data_dir.mkdir()
     process = ManagedProcess(
@@ -258,6 +278,8 @@ def start_server(
             LOOPBACK,
             "--port",
             str(port),
+            "--http-port",
+            str(http_port),
             "--data-dir",
             str(data_dir),
             "--redis-url",
@@ -266,8 +288,7 @@ def start_server(
         ],
         work / f"xstream-{tree.label}.log",
         "listening on",
-        # Two trees side by side: an HTTP face (where a tree has one) on a free port each.
-        env={**tree_environment(tree, work), "XSTREAM_HTTP_PORT": "0", **(env or {})},
+        env={**tree_environment(tree, work), **(env or {})},
         cwd=tree.path,
     )
     process.start()
@@ -278,7 +299,7 @@ def start_server(
     if seen != (tree.path, str(tree.path)) or "embedded" in "".join(listening):
         process.stop()
         raise SystemExit(f"{tree.label}: server runs as {seen}, {listening}; not as planned")
-    return Server(tree, port, data_dir, process)
+    return Server(tree, port, http_port, data_dir, process)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -286,9 +307,9 @@ def start_server(
 
 def upload(server: Server, plan: Plan, scenario: Scenario) -> tuple[dict[str, Any], float, str]:
     """One load-generator run; (its JSON, server CPU seconds, failure or "")."""
+    face = ["--path", "/upload-file"] if plan.http else ["--buffer", str(plan.buffer)]
     args = [
-        "--buffer",
-        str(plan.buffer),
+        *face,
         "upload",
         "--size",
         str(scenario.size),
@@ -299,7 +320,11 @@ def upload(server: Server, plan: Plan, scenario: Scenario) -> tuple[dict[str, An
     ]
     with removing_new_files(server.data_dir):
         result = run_loadgen(
-            server.process.pid, server.port, "xstream", args, upload_timeout(scenario.bytes)
+            server.process.pid,
+            server.http_port if plan.http else server.port,
+            "tus" if plan.http else "xstream",
+            args,
+            upload_timeout(scenario.bytes),
         )
     failure = result.failure or "; ".join(result.data.get("errors", [])[:3])
     return result.data, result.server_cpu_s, failure
@@ -504,13 +529,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
     parser.add_argument("--no-fsync", action="store_true", help="both servers with --no-fsync")
+    parser.add_argument("--name", default="", help="added to the report's file name")
+    parser.add_argument(
+        "--http", action="store_true", help="tus over the HTTP face (1, 16, 64 x 32 MiB)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     overriding = sorted(name for name in os.environ if name.startswith("XSTREAM_"))
     if overriding:
         raise SystemExit(f"unset {', '.join(overriding)}: they would change both servers")
-    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.http:
+        if args.quick:
+            parser.error("--http has one set of sizes: no --quick")
+        plan = HTTP_SMOKE if args.smoke else HTTP
+    else:
+        plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     trees = [source_tree("before", args.before), source_tree("after", args.after)]
     if trees[0].path == trees[1].path:
         print(f"note: both trees are {trees[0].path}", flush=True)
@@ -546,8 +580,10 @@ def main(argv: list[str] | None = None) -> None:
     failed = [m for m in measurements if not report.ok(m)]
     if failed:
         notes.append(f"{len(failed)} measurements had failures: see the JSON")
-    if plan is SMOKE:
+    if plan in (SMOKE, HTTP_SMOKE):
         notes.append("smoke run: tiny uploads, the figures mean nothing")
+    if plan.http:
+        notes.append("tus over HTTP: a creation POST, then the whole upload in one PATCH")
     rows = summarise(measurements, plan)
     document = {
         "kind": "ab",
@@ -564,6 +600,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": rows,
     }
     stem = started.strftime("%Y-%m-%d") + "-ab" + ("" if plan is FULL else f"-{plan.mode}")
+    stem += f"-{args.name}" if args.name else ""
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(document, indent=1) + "\n")
