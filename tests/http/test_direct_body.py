@@ -21,6 +21,7 @@ from xstream_server.server import Server
 from xstream_server.transport.http import direct
 from xstream_server.transport.http.protocol import BodyHandingProtocol
 
+from ..conftest import ServerFactory
 from .conftest import OCTETS, TUS
 
 KiB = 1024
@@ -244,3 +245,27 @@ async def test_a_tapped_body_cut_short_by_a_takeover_is_not_read_as_requests(
     assert taps == [len(data)]
     head = await http.head(location, headers=TUS)
     assert head.headers["upload-offset"] == str(128 * KiB)
+
+
+async def test_pooled_writes_pause_the_tapped_socket_while_storage_is_behind(
+    make_server: ServerFactory, taps: list[int]
+) -> None:
+    """With writes through the thread pool, a full buffer pauses reading until the other
+    is written; the body arrives whole all the same."""
+    data = os.urandom(5 * MiB + 77)
+    async with make_server(inline_writes=False) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            location = await create(http, len(data))
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+            try:
+                writer.write(patch_head(location, 0, len(data), "Expect: 100-continue\r\n"))
+                await writer.drain()
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+                writer.write(data)
+                await writer.drain()
+                status, headers = await response(reader)
+            finally:
+                writer.close()
+    assert status == 204, headers
+    assert headers.get("x-stream-checksum") == sha256(data), headers
+    assert taps == [len(data)]

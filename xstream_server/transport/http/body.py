@@ -153,7 +153,8 @@ async def _pour(
         reader.stop()
     if whole:
         body_end(True)
-        window.body_ended()  # when it ended before the window's end
+        if window.remaining:  # the body ended before the window's end
+            window.body_ended()
     return whole
 
 

@@ -135,8 +135,11 @@ class WindowReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.active and self._window is not None:
             view = self._window.buffer()
-            if view:
-                return view[: self._left] if len(view) > self._left else view
+            if not view:
+                # The window pauses reading whenever it has no room: reading now would
+                # take bytes it cannot hold. The loop closes the connection instead.
+                raise RuntimeError("read with no room in the window")
+            return view[: self._left] if len(view) > self._left else view
         # Read although the window is over (reading is paused already): never into it.
         if self._scrap is None:
             self._scrap = memoryview(bytearray(_SCRAP_SIZE))
