@@ -165,6 +165,14 @@ SMOKE: Final = Plan(
 )
 
 
+def custom_scenario(text: str) -> Scenario:
+    """``MIB:CONCURRENCY:TOTAL`` (``--scenario``)."""
+    size, concurrency, total = (float(part) for part in text.split(":"))
+    if size <= 0 or concurrency < 1 or total < concurrency:
+        raise ValueError(f"{text}: needs size > 0 and 1 <= concurrency <= total")
+    return Scenario(f"custom-{text}", int(size * MiB), int(concurrency), int(total))
+
+
 @dataclass
 class Tree:
     label: str
@@ -533,6 +541,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--http", action="store_true", help="tus over the HTTP face (1, 16, 64 x 32 MiB)"
     )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="MIB:CONCURRENCY:TOTAL",
+        help="measure only these uploads (repeatable), e.g. 256:1:1 and 32:16:16",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -545,6 +559,12 @@ def main(argv: list[str] | None = None) -> None:
         plan = HTTP_SMOKE if args.smoke else HTTP
     else:
         plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.scenario:
+        try:
+            scenarios = tuple(custom_scenario(text) for text in args.scenario)
+        except ValueError as exc:
+            parser.error(f"--scenario: {exc}")
+        plan = Plan("custom-http" if args.http else "custom", scenarios, http=args.http)
     trees = [source_tree("before", args.before), source_tree("after", args.after)]
     if trees[0].path == trees[1].path:
         print(f"note: both trees are {trees[0].path}", flush=True)

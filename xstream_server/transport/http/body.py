@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 
 from ...engine import Accepted, Completion, Engine, PartCheck, RawWindow
+from ...metrics import HTTP
 from ...protocol import Status
 from .direct import BodyTap, WindowReader
 
@@ -86,7 +87,7 @@ async def receive_body(
     (its trailer fields are in then), and with False if it is not read to its end. With
     ``tap``, the body is read straight into the window rather than from ``body``."""
     reader = tap.reader() if tap is not None else None
-    window = engine.receive(accepted, reader or _Pulled(), check)
+    window = engine.receive(accepted, reader or _Pulled(), check, transport=HTTP)
     windows.add(window)
     ended = body_end or _ignore
     if tap is not None and reader is not None:

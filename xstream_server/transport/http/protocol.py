@@ -25,11 +25,13 @@ callbacks ``on_message_begin``, ``on_headers_complete``, ``on_body``,
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 
+from ... import metrics
 from .direct import DIRECT_BODY, BodyTap
 from .trailers import TrailerHttpToolsProtocol
 
@@ -38,10 +40,31 @@ __all__ = ["BodyHandingProtocol"]
 
 class BodyHandingProtocol(TrailerHttpToolsProtocol):
     """The trailer-keeping httptools protocol (``trailers``), handing body chunks over as
-    they are, or tapping the body straight into a window (``direct``)."""
+    they are, or tapping the body straight into a window (``direct``); counted in the
+    metrics as an open HTTP connection until it closes or becomes a WebSocket (counted as
+    one by the WebSocket transport)."""
 
+    _counted: bool = False
     # Body bytes of the current request read so far, by the parser or a ``WindowReader``.
     body_seen: int = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._counted = True
+        metrics.connection_opened(metrics.HTTP)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._uncount()
+        super().handle_websocket_upgrade()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            metrics.connection_closed(metrics.HTTP)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
