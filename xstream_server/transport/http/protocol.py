@@ -55,6 +55,8 @@ class BodyHandingProtocol(TrailerHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._uncount()
+        if self.scope is not None:  # the tap refers back to this protocol: no cycle left
+            cast(dict[str, Any], self.scope).pop(DIRECT_BODY, None)
         super().connection_lost(exc)
 
     def handle_websocket_upgrade(self) -> None:
