@@ -1,6 +1,10 @@
 """Interleaved A/B comparison of the xstream server at two source trees.
 
-``python -m benchmarks.ab --before DIR --after DIR [--rounds N] [--quick | --smoke]``
+``python -m benchmarks.ab --before DIR --after DIR [--rounds N] [--quick | --smoke] [--http]``
+
+With ``--http`` the uploads go over the HTTP face instead, as tus 1.0 (a creation POST, then
+the whole upload in one PATCH, as ``benchmarks.peers``' ``xstream-http``), at 1, 16 and 64
+uploads at once.
 
 Each tree is a plain source checkout: its server runs with this interpreter as
 ``python -m xstream_server.cli.server`` with the tree as working directory and as
@@ -48,7 +52,7 @@ from .processes import (
     upload_timeout,
 )
 
-__all__ = ["FULL", "QUICK", "SMALL", "SMOKE", "Plan", "Scenario", "main"]
+__all__ = ["FULL", "HTTP", "QUICK", "SMALL", "SMOKE", "STREAMS", "Plan", "Scenario", "main"]
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -168,6 +172,23 @@ SMALL: Final = Plan(
             "tus",
             ("--path", "/upload-file", "--creation-with-upload"),
         ),
+    ),
+)
+
+
+def over_http(scenario: Scenario) -> Scenario:
+    """The same uploads as tus over the HTTP face (a creation POST, then one PATCH)."""
+    return Scenario(scenario.name, scenario.size, scenario.concurrency, scenario.total, *TUS)
+
+
+TUS: Final = ("tus", ("--path", "/upload-file"))
+# Big streams over HTTP (tus), as ``peers.py``'s xstream-http.
+HTTP: Final = Plan("http", tuple(over_http(scenario) for scenario in STREAMS.scenarios))
+HTTP_SMOKE: Final = Plan(
+    "http-smoke",
+    (
+        over_http(Scenario("single", 8 * MiB, 1, 1)),
+        over_http(Scenario("concurrent-8", MiB, 8, 8)),
     ),
 )
 # Only to check that the script works: figures from it mean nothing.
@@ -302,6 +323,8 @@ def start_server(
             LOOPBACK,
             "--port",
             str(port),
+            "--http-port",
+            str(http_port),
             "--data-dir",
             str(data_dir),
             "--redis-url",
@@ -576,6 +599,9 @@ def main(argv: list[str] | None = None) -> None:
         help="server processes of tree B (--workers; e.g. the same tree with 1 and 2)",
     )
     parser.add_argument(
+        "--http", action="store_true", help="tus over the HTTP face (1, 16, 64 x 32 MiB)"
+    )
+    parser.add_argument(
         "--scenario",
         action="append",
         metavar="MIB:CONCURRENCY:TOTAL",
@@ -587,22 +613,32 @@ def main(argv: list[str] | None = None) -> None:
     overriding = sorted(name for name in os.environ if name.startswith("XSTREAM_"))
     if overriding:
         raise SystemExit(f"unset {', '.join(overriding)}: they would change both servers")
-    plan = (
-        SMOKE
-        if args.smoke
-        else SMALL
-        if args.small
-        else QUICK
-        if args.quick
-        else STREAMS
-        if args.streams
-        else FULL
-    )
+    if args.http:
+        if args.quick or args.small or args.streams:
+            parser.error(
+                "--http has one set of sizes (or --scenario): no --quick/--small/--streams"
+            )
+        plan = HTTP_SMOKE if args.smoke else HTTP
+    else:
+        plan = (
+            SMOKE
+            if args.smoke
+            else SMALL
+            if args.small
+            else QUICK
+            if args.quick
+            else STREAMS
+            if args.streams
+            else FULL
+        )
     if args.scenario:
         try:
-            plan = Plan("custom", tuple(custom_scenario(text) for text in args.scenario))
+            scenarios = tuple(custom_scenario(text) for text in args.scenario)
         except ValueError as exc:
             parser.error(f"--scenario: {exc}")
+        if args.http:
+            scenarios = tuple(over_http(scenario) for scenario in scenarios)
+        plan = Plan("custom-http" if args.http else "custom", scenarios)
     trees = [source_tree("before", args.before), source_tree("after", args.after)]
     if trees[0].path == trees[1].path:
         print(f"note: both trees are {trees[0].path}", flush=True)
@@ -642,8 +678,10 @@ def main(argv: list[str] | None = None) -> None:
     failed = [m for m in measurements if not report.ok(m)]
     if failed:
         notes.append(f"{len(failed)} measurements had failures: see the JSON")
-    if plan is SMOKE:
+    if plan in (SMOKE, HTTP_SMOKE):
         notes.append("smoke run: tiny uploads, the figures mean nothing")
+    if all(scenario.target == "tus" for scenario in plan.scenarios):
+        notes.append("tus over HTTP: a creation POST, then the whole upload in one PATCH")
     rows = summarise(measurements, plan)
     document = {
         "kind": "ab",

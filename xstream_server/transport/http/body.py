@@ -2,10 +2,14 @@
 server receives it: no body is ever held whole in memory.
 
 Bodies are pulled, so backpressure needs no tap: the next chunk is not asked for before
-the window's storage has taken the previous one. The window ends by itself when its W
-bytes are in; a body that ends first stops it ("body ended") and whatever arrived is made
-durable; a client that leaves is ``client_gone``. A takeover, or the server shutting
-down, stops the window from the engine's side and the reading stops with it.
+the window's storage has taken the previous one. Where the server offers it (a
+``Content-Length`` body served by ``BodyHandingProtocol``), the body is instead read from
+the socket straight into the window (``direct``), as the TCP transport reads.
+
+The window ends by itself when its W bytes are in; a body that ends first stops it ("body
+ended") and whatever arrived is made durable; a client that leaves is ``client_gone``. A
+takeover, or the server shutting down, stops the window from the engine's side and the
+reading stops with it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
@@ -21,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from ...engine import Accepted, Completion, Engine, PartCheck, RawWindow
 from ...metrics import HTTP
 from ...protocol import Status
+from .direct import BodyTap, WindowReader
 
 __all__ = ["OpenWindows", "Received", "receive_body"]
 
@@ -72,18 +77,25 @@ async def receive_body(
     check: PartCheck | None = None,
     stall_timeout: float | None = None,
     body_end: Callable[[bool], None] | None = None,
+    tap: BodyTap | None = None,
 ) -> Received:
     """Fill ``accepted``'s window from ``body`` and settle it; the completion's ``missing``
     counts from the durable offset. Bytes past the window's end are not read. With
     ``check``, the bytes count only if the whole body matches it (else 460). A body that
     sends nothing for ``stall_timeout`` seconds ends the window with 408. ``body_end`` is
     called once, with True as soon as the body is known to have ended within the window
-    (its trailer fields are in then), and with False if it is not read to its end."""
-    window = engine.receive(accepted, _Pulled(), check, transport=HTTP)
+    (its trailer fields are in then), and with False if it is not read to its end. With
+    ``tap``, the body is read straight into the window rather than from ``body``."""
+    reader = tap.reader() if tap is not None else None
+    window = engine.receive(accepted, reader or _Pulled(), check, transport=HTTP)
     windows.add(window)
-    pump = asyncio.get_running_loop().create_task(
-        _pump(window, body, stall_timeout, body_end or _ignore)
-    )
+    ended = body_end or _ignore
+    if tap is not None and reader is not None:
+        reader.attach(window)
+        work = _pour(window, tap, reader, body, stall_timeout, ended)
+    else:
+        work = _pump(window, body, stall_timeout, ended)
+    pump = asyncio.get_running_loop().create_task(work)
     if body_end is not None:
         pump.add_done_callback(lambda _: body_end(False))
     try:
@@ -99,6 +111,76 @@ async def receive_body(
 
 def _ignore(ended: bool) -> None:
     return None
+
+
+async def _pour(
+    window: RawWindow,
+    tap: BodyTap,
+    reader: WindowReader,
+    body: AsyncIterator[bytes],
+    stall: float | None,
+    body_end: Callable[[bool], None],
+) -> bool:
+    """Pour the body into ``window`` through ``tap``: first what the parser read before the
+    window was ready, then the rest from the socket; True when the body was read to its
+    end."""
+    try:
+        while tap.usable():
+            pending = tap.take_pending()
+            if not pending:
+                break
+            fits = len(pending) <= window.remaining
+            await window.write(pending if fits else memoryview(pending)[: window.remaining])
+            if not window.remaining:
+                whole = fits and tap.left == 0
+                body_end(whole)
+                return whole
+            if window.ending:
+                return False
+        if not tap.usable() or tap.left == 0:
+            # The parser read the whole body, or the connection is going: as ASGI says.
+            return await _pump(window, body, stall, body_end)
+        tap.start(reader)
+        with _stall_watch(window, reader, stall):
+            whole = await reader.ended
+    except ClientDisconnect:
+        window.client_gone()
+        return False
+    except Exception:
+        log.exception("stream %s: reading the request body failed", window.key)
+        window.stop(Status.SERVER_ERROR, "reading the request body failed")
+        return False
+    finally:
+        reader.stop()
+    if whole:
+        body_end(True)
+        if window.remaining:  # the body ended before the window's end
+            window.body_ended()
+    return whole
+
+
+@contextlib.contextmanager
+def _stall_watch(window: RawWindow, reader: WindowReader, stall: float | None) -> Iterator[None]:
+    """Stop ``window`` with 408 when ``reader`` reads nothing for ``stall`` seconds."""
+    if stall is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal timer
+        idle = loop.time() - reader.last_read
+        if idle >= stall:
+            window.stop(Status.TIMEOUT, f"no body bytes for {stall:g} s")
+        else:
+            timer = loop.call_later(stall - idle, check)
+
+    timer = loop.call_later(stall, check)
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 async def _pump(

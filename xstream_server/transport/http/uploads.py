@@ -18,6 +18,7 @@ from ...engine import Accepted, Completion, PartCheck, Refused, StreamStatus
 from ...protocol import DataFormat, Status, StreamRequest
 from .body import receive_body
 from .context import HttpContext, client_of
+from .direct import body_tap_of
 
 __all__ = [
     "Appended",
@@ -225,6 +226,7 @@ async def _pour(
             check,
             context.stall_timeout,
             body_end,
+            body_tap_of(request.scope),
         )
         completion, body_read = received.completion, received.body_read
     else:  # complete already: its result again, no bytes to take
