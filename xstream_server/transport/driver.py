@@ -42,6 +42,7 @@ from ..engine import (
     Refused,
     Response,
 )
+from ..logs import bind_log_fields, context_with_log_fields
 from ..protocol import (
     NEED_DATA,
     PAUSED,
@@ -154,7 +155,9 @@ class ConnectionHub:
 
 
 class ConnectionDriver:
-    def __init__(self, hub: ConnectionHub, channel: Channel, client: str) -> None:
+    def __init__(
+        self, hub: ConnectionHub, channel: Channel, client: str, *, transport: str
+    ) -> None:
         self.hub = hub
         self.engine = hub.engine
         self.settings = hub.settings
@@ -164,6 +167,8 @@ class ConnectionDriver:
         self.flow = FlowControl(channel.pause_reading, channel.resume_reading)
         self._loop = asyncio.get_running_loop()
         self._pump: asyncio.Task[None] | None = None
+        # What this connection's lines are logged with (``--log-format json``).
+        self._log_context = context_with_log_fields(transport=transport, client=client)
         self._replies: list[bytes] = []
         self._replies_size = 0
         self._last_activity = time.monotonic()
@@ -316,7 +321,7 @@ class ConnectionDriver:
     # ---- packet mode -------------------------------------------------------------------
     def _wake(self) -> None:
         if self._pump is None or self._pump.done():
-            self._pump = self._loop.create_task(self._run_pump())
+            self._pump = self._loop.create_task(self._run_pump(), context=self._log_context)
 
     async def _run_pump(self) -> None:
         """Answer events in order; nothing unexpected may end it silently: it is logged with
@@ -377,10 +382,12 @@ class ConnectionDriver:
                 self._queue_reply(conn.respond(event, event.status, message=event.message))
             elif isinstance(event, StreamRequest):
                 self._flush_replies()
-                await self._stream(event)
+                with bind_log_fields(route=event.route):
+                    await self._stream(event)
             elif isinstance(event, PullRequest):
                 self._flush_replies()
-                await self._pull(event)
+                with bind_log_fields(route=event.route):
+                    await self._pull(event)
             else:  # pragma: no cover - WindowReceived: raw mode counts its own bytes
                 raise AssertionError(f"unexpected event {event!r}")
 
