@@ -98,7 +98,7 @@ async def test_json_lines_name_stream_route_transport_client_and_no_secret(
         "--log-level",
         "DEBUG",
         redis=None,
-        env={"XSTREAM_AUTH_SECRET": secret, "XSTREAM_CHECKPOINT_SECONDS": "0.05"},
+        env={"XSTREAM_AUTH_SECRET": secret, "XSTREAM_IDLE_TIMEOUT": "1"},
     )
     web = http_port(server)
     async with asyncio.timeout(30):
@@ -108,6 +108,8 @@ async def test_json_lines_name_stream_route_transport_client_and_no_secret(
             "websocket": await upload_over_websocket(web, tokens["websocket"]),
         }
         await refused_with_a_forged_token(server.port, forged)
+        idle = await Link.connect(server.port)  # closed by the server's idle timer
+        await idle.wait_closed(10)
     assert server.terminate() == 0
     lines: list[dict[str, Any]] = [json.loads(line) for line in server.log]  # each is JSON
     assert all({"time", "level", "logger", "message", "pid"} <= set(line) for line in lines)
@@ -124,6 +126,9 @@ async def test_json_lines_name_stream_route_transport_client_and_no_secret(
         assert all(line["route"] == ROUTE for line in mine), mine
         assert all(line["transport"] == transport for line in mine), mine
         assert all(line["client"] == "127.0.0.1" for line in mine), mine
+    # A connection's own lines, logged from its timer, say where it came from too.
+    idled = [line for line in lines if "idle for" in line["message"]]
+    assert idled and idled[0]["transport"] == "tcp" and idled[0]["client"] == "127.0.0.1"
     text = "\n".join(server.log)
     assert "PAYLOAD-MARK" not in text
     assert secret not in text

@@ -167,8 +167,11 @@ class ConnectionDriver:
         self.flow = FlowControl(channel.pause_reading, channel.resume_reading)
         self._loop = asyncio.get_running_loop()
         self._pump: asyncio.Task[None] | None = None
-        # What this connection's lines are logged with (``--log-format json``).
-        self._log_context = context_with_log_fields(transport=transport, client=client)
+        # What this connection's lines are logged with (``--log-format json``): its tasks and
+        # timers run in (copies of) this context; lines logged from the transport's
+        # callbacks name the fields themselves.
+        self._log_fields = {"transport": transport, "client": client}
+        self._log_context = context_with_log_fields(**self._log_fields)
         self._replies: list[bytes] = []
         self._replies_size = 0
         self._last_activity = time.monotonic()
@@ -186,7 +189,11 @@ class ConnectionDriver:
         self._admitted = hub.shared.admit(client)
         hub.connections.add(self)
         if not self._admitted:
-            log.warning("%s: too many connections from this address; refused", client)
+            log.warning(
+                "%s: too many connections from this address; refused",
+                client,
+                extra=self._log_fields,
+            )
             self._abort(Status.TOO_MANY_STREAMS, "too many connections from this address")
         self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
 
@@ -223,7 +230,9 @@ class ConnectionDriver:
             self._packet_started = self._last_activity
         shared = self.hub.shared
         if self._count_input() and shared.input_bytes > shared.input_budget:
-            log.warning("%s: the input budget is spent; closing", self.client)
+            log.warning(
+                "%s: the input budget is spent; closing", self.client, extra=self._log_fields
+            )
             self._abort(Status.UNAVAILABLE, "server busy: too much input waiting, try again")
             return
         if self.conn.pending_input > self.hub.max_pending_input:
@@ -285,7 +294,9 @@ class ConnectionDriver:
     def _arm_timer(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(delay, self._check_timeout)
+        self._timer = self._loop.call_later(
+            delay, self._check_timeout, context=self._log_context.copy()
+        )
 
     def _check_timeout(self) -> None:
         if self._closing:
@@ -441,10 +452,12 @@ class ConnectionDriver:
         request replaces the first feed)."""
         self._stop_feed()
         if self._closing:
-            self._loop.create_task(self._close_feed(feed))
+            self._loop.create_task(self._close_feed(feed), context=self._log_context.copy())
             return
         self._feed = feed
-        self._feed_task = self._loop.create_task(self._run_feed(feed))
+        self._feed_task = self._loop.create_task(
+            self._run_feed(feed), context=self._log_context.copy()
+        )
 
     def _stop_feed(self) -> None:
         if self._feed_task is not None:
