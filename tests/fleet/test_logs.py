@@ -5,6 +5,7 @@ credentials (bearer tokens, JWTs, ``token=`` parameters, Redis passwords)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -13,8 +14,9 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.conftest import ServerProcess, SpawnServer
+from tests.conftest import ServerFactory, ServerProcess, SpawnServer
 from tests.durability.support import Link, status
+from xstream_server.app import App, CompletedUpload, StreamOffer
 from xstream_server.identity import issue_token
 from xstream_server.logs import JsonFormatter, bind_log_fields, scrub
 from xstream_server.protocol import PacketDecoder, encode_packet
@@ -165,3 +167,34 @@ def test_bound_fields_reach_the_json_line_and_extra_wins() -> None:
     assert (inner["route"], inner["status"], inner["key"]) == ("/r", 408, "k1")
     assert "route" not in outer and outer["client"] == "10.0.0.2"  # the call's extra wins
     assert "transport" not in line()
+
+
+async def test_a_stream_request_whose_hook_fails_is_logged_with_route_and_status(
+    make_server: ServerFactory,
+) -> None:
+    app = App()
+
+    async def broken(offer: StreamOffer) -> int | None:
+        raise RuntimeError("the accept hook broke")
+
+    @app.stream("/broken", accept=broken)
+    async def never(upload: CompletedUpload) -> None:
+        raise AssertionError("no stream was accepted")
+
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(JsonFormatter())
+    engine_log = logging.getLogger("xstream.engine")
+    engine_log.addHandler(handler)
+    try:
+        async with make_server(app) as server, await Link.connect(server.port) as link:
+            reply = await link.request({"route": "/broken", "x-stream": "10:10"})
+            assert status(reply) == 500
+    finally:
+        engine_log.removeHandler(handler)
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    failed = [line for line in lines if line["message"] == "stream request on /broken failed"]
+    assert len(failed) == 1, lines
+    assert failed[0]["route"] == "/broken" and failed[0]["status"] == 500
+    assert (failed[0]["transport"], failed[0]["client"]) == ("tcp", "127.0.0.1")
+    assert "the accept hook broke" in failed[0]["error"]  # the traceback
