@@ -161,9 +161,7 @@ class ConnectionHub:
 
 
 class ConnectionDriver:
-    def __init__(
-        self, hub: ConnectionHub, channel: Channel, client: str, *, transport: str
-    ) -> None:
+    def __init__(self, hub: ConnectionHub, channel: Channel, client: str) -> None:
         self.hub = hub
         self.engine = hub.engine
         self.settings = hub.settings
@@ -176,7 +174,7 @@ class ConnectionDriver:
         # What this connection's lines are logged with (``--log-format json``): its tasks and
         # timers run in (copies of) this context; lines logged from the transport's
         # callbacks name the fields themselves.
-        self._log_fields = {"transport": transport, "client": client}
+        self._log_fields = {"transport": hub.transport, "client": client}
         self._log_context = context_with_log_fields(**self._log_fields)
         self._replies: list[bytes] = []
         self._replies_size = 0

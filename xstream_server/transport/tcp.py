@@ -63,8 +63,6 @@ class TcpConnection(asyncio.BufferedProtocol):
     """One accepted socket: the asyncio callbacks go to the driver; the driver's ``Channel``
     calls come back to the transport."""
 
-    transport_name = "tcp"  # as the log lines name it
-
     def __init__(self, hub: ConnectionHub) -> None:
         self.hub = hub
         self.transport: asyncio.Transport | None = None
@@ -77,7 +75,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        self.driver = ConnectionDriver(self.hub, self, client, transport=self.transport_name)
+        self.driver = ConnectionDriver(self.hub, self, client)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         assert self.driver is not None

@@ -25,8 +25,6 @@ _LINGER_SECONDS: Final = 2.0
 
 
 class UtpConnection(TcpConnection):
-    transport_name = "utp"
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, UtpStream)
         # The driver forgets a connection once it is closed, as with TCP; the uTP

@@ -76,7 +76,7 @@ class WebSocketConnection:
         self._close_code: int | None = None  # set: close once the queue is sent
         self._aborted = False
         client = websocket.client.host if websocket.client is not None else "?"
-        self.driver = ConnectionDriver(hub, self, client, transport="websocket")
+        self.driver = ConnectionDriver(hub, self, client)
 
     async def run(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send())

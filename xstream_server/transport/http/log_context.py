@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...logs import bind_log_fields
+from ...metrics import HTTP, WEBSOCKET
 
 __all__ = ["LogContextMiddleware", "with_route"]
 
@@ -27,7 +28,7 @@ class LogContextMiddleware:
             return
         client = scope.get("client")
         with bind_log_fields(
-            transport="websocket" if kind == "websocket" else "http",
+            transport=WEBSOCKET if kind == "websocket" else HTTP,
             client=str(client[0]) if client else "?",
         ):
             await self.app(scope, receive, send)
