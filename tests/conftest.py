@@ -252,7 +252,15 @@ _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 class ServerProcess:
     """``xstream-server`` as a child process; its log is kept for failure reports."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path = REPO,
+        command: list[str] | None = None,
+    ) -> None:
+        # The program: ``python -m xstream_server.cli.server`` unless ``command`` is given.
+        self.command = command or [sys.executable, "-m", "xstream_server.cli.server"]
         self.args = args
         self.env = env
         self.cwd = cwd
@@ -263,7 +271,7 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> ServerProcess:
         ready = threading.Event()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xstream_server.cli.server", *self.args],
+            [*self.command, *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -104,7 +104,11 @@ class Completer:
             if record.checksum is not None and record.checksum != sha256:
                 await self.storage.discard(record.key)
                 await self.store.delete(record.key)
-                log.warning("stream %s: checksum mismatch, discarded", record.key)
+                log.warning(
+                    "stream %s: checksum mismatch, discarded",
+                    record.key,
+                    extra={**session.log_fields, "status": int(Status.CHECKSUM_MISMATCH)},
+                )
                 self._emit(
                     record,
                     EventKind.FAILED,
@@ -213,12 +217,7 @@ class Completer:
             record.key,
             record.total,
             int(status),
-            extra={
-                "key": record.key,
-                "route": record.route,
-                "client": session.client,
-                "status": int(status),
-            },
+            extra={**session.log_fields, "status": int(status)},
         )
         self._emit(
             record,

@@ -97,11 +97,24 @@ class Negotiator:
             return Refused(exc.status, exc.message)
         except (StateUnavailable, LeaseLost, StorageError) as exc:
             status, message = status_of_error(exc)
-            log.warning("stream request on %s refused: %s", request.route, exc)
+            log.warning(
+                "stream request on %s refused: %s",
+                request.route,
+                exc,
+                extra={"key": request.key, "route": request.route, "status": int(status)},
+            )
             return Refused(status, message)
         except Exception:
             # An accept hook or an auth policy that fails: the client is answered at once.
-            log.exception("stream request on %s failed", request.route)
+            log.exception(
+                "stream request on %s failed",
+                request.route,
+                extra={
+                    "key": request.key,
+                    "route": request.route,
+                    "status": int(Status.SERVER_ERROR),
+                },
+            )
             return Refused(Status.SERVER_ERROR, "internal error")
 
     async def create(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from .. import metrics
 from ..app import StreamRoute
 from ..events import StreamEvents
+from ..logs import log_fields
 from ..protocol import Status
 from ..settings import ServerSettings
 from ..state import StateStore, StateUnavailable, StreamRecord
@@ -86,6 +87,16 @@ class StreamSession:
         self.owner = owner
         self.window = window
         self.client = client
+        # What this stream's log lines carry (``--log-format json``): the transport and the
+        # client's address come from the log context the transport bound.
+        self.log_fields: dict[str, object] = {
+            "client": client,
+            **log_fields(),
+            "key": self.key,
+            "route": route.path,
+        }
+        if record.principal is not None:
+            self.log_fields["principal"] = record.principal
         self._writer = writer
         self.durable = writer.offset
         # Bytes [0, synced) were written before an fsync that has completed.
@@ -359,9 +370,21 @@ class StreamSession:
     def _failure(self, exc: BaseException) -> Completion:
         status, message = status_of_error(exc)
         if status == Status.SERVER_ERROR:
-            log.error("stream %s failed", self.key, exc_info=exc)
+            log.error(
+                "stream %s failed",
+                self.key,
+                exc_info=exc,
+                extra={**self.log_fields, "status": int(status)},
+            )
         else:
-            log.warning("stream %s: %s %s (%s)", self.key, int(status), message, exc)
+            log.warning(
+                "stream %s: %s %s (%s)",
+                self.key,
+                int(status),
+                message,
+                exc,
+                extra={**self.log_fields, "status": int(status)},
+            )
         return Completion(self.key, self.record.total - self.durable, status, message)
 
     async def release(self) -> None:
@@ -413,7 +436,11 @@ class StreamSession:
         try:
             await asyncio.wait_for(self._released.wait(), self._settings.takeover_timeout)
         except TimeoutError:
-            log.warning("stream %s: owner did not let go in time; its lease is revoked", self.key)
+            log.warning(
+                "stream %s: owner did not let go in time; its lease is revoked",
+                self.key,
+                extra=self.log_fields,
+            )
             await self.release()
 
 

@@ -291,7 +291,12 @@ class RawWindow:
         finally:
             self._views = []
         if not done and error is None and self._stop is None and not refused:
-            log.info("stream %s: client left, %d bytes missing", self.key, completion.missing)
+            log.info(
+                "stream %s: client left, %d bytes missing",
+                self.key,
+                completion.missing,
+                extra=self.session.log_fields,
+            )
             self._outcome.set_result(None)
         else:
             self._outcome.set_result(completion)

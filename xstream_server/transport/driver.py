@@ -43,6 +43,7 @@ from ..engine import (
     Refused,
     Response,
 )
+from ..logs import bind_log_fields, context_with_log_fields
 from ..protocol import (
     NEED_DATA,
     PAUSED,
@@ -170,6 +171,11 @@ class ConnectionDriver:
         self.flow = FlowControl(channel.pause_reading, channel.resume_reading)
         self._loop = asyncio.get_running_loop()
         self._pump: asyncio.Task[None] | None = None
+        # What this connection's lines are logged with (``--log-format json``): its tasks and
+        # timers run in (copies of) this context; lines logged from the transport's
+        # callbacks name the fields themselves.
+        self._log_fields = {"transport": hub.transport, "client": client}
+        self._log_context = context_with_log_fields(**self._log_fields)
         self._replies: list[bytes] = []
         self._replies_size = 0
         self._last_activity = time.monotonic()
@@ -188,7 +194,11 @@ class ConnectionDriver:
         hub.connections.add(self)
         metrics.connection_opened(hub.transport)
         if not self._admitted:
-            log.warning("%s: too many connections from this address; refused", client)
+            log.warning(
+                "%s: too many connections from this address; refused",
+                client,
+                extra=self._log_fields,
+            )
             self._abort(Status.TOO_MANY_STREAMS, "too many connections from this address")
         self._arm_timer(min(self.settings.idle_timeout, self.settings.packet_timeout))
 
@@ -225,7 +235,9 @@ class ConnectionDriver:
             self._packet_started = self._last_activity
         shared = self.hub.shared
         if self._count_input() and shared.input_bytes > shared.input_budget:
-            log.warning("%s: the input budget is spent; closing", self.client)
+            log.warning(
+                "%s: the input budget is spent; closing", self.client, extra=self._log_fields
+            )
             self._abort(Status.UNAVAILABLE, "server busy: too much input waiting, try again")
             return
         if self.conn.pending_input > self.hub.max_pending_input:
@@ -289,7 +301,9 @@ class ConnectionDriver:
     def _arm_timer(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(delay, self._check_timeout)
+        self._timer = self._loop.call_later(
+            delay, self._check_timeout, context=self._log_context.copy()
+        )
 
     def _check_timeout(self) -> None:
         if self._closing:
@@ -325,7 +339,7 @@ class ConnectionDriver:
     # ---- packet mode -------------------------------------------------------------------
     def _wake(self) -> None:
         if self._pump is None or self._pump.done():
-            self._pump = self._loop.create_task(self._run_pump())
+            self._pump = self._loop.create_task(self._run_pump(), context=self._log_context)
 
     async def _run_pump(self) -> None:
         """Answer events in order; nothing unexpected may end it silently: it is logged with
@@ -386,10 +400,12 @@ class ConnectionDriver:
                 self._queue_reply(conn.respond(event, event.status, message=event.message))
             elif isinstance(event, StreamRequest):
                 self._flush_replies()
-                await self._stream(event)
+                with bind_log_fields(route=event.route):
+                    await self._stream(event)
             elif isinstance(event, PullRequest):
                 self._flush_replies()
-                await self._pull(event)
+                with bind_log_fields(route=event.route):
+                    await self._pull(event)
             else:  # pragma: no cover - WindowReceived: raw mode counts its own bytes
                 raise AssertionError(f"unexpected event {event!r}")
 
@@ -443,10 +459,12 @@ class ConnectionDriver:
         request replaces the first feed)."""
         self._stop_feed()
         if self._closing:
-            self._loop.create_task(self._close_feed(feed))
+            self._loop.create_task(self._close_feed(feed), context=self._log_context.copy())
             return
         self._feed = feed
-        self._feed_task = self._loop.create_task(self._run_feed(feed))
+        self._feed_task = self._loop.create_task(
+            self._run_feed(feed), context=self._log_context.copy()
+        )
 
     def _stop_feed(self) -> None:
         if self._feed_task is not None:

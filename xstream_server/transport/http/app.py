@@ -24,6 +24,7 @@ from .context import HttpContext
 from .download import DownloadEndpoint
 from .errors import problem
 from .ietf import IetfEndpoint, is_ietf
+from .log_context import LogContextMiddleware, with_route
 from .requests import RequestEndpoint
 from .tus import TusEndpoint
 
@@ -80,8 +81,12 @@ def _stream_routes(context: HttpContext, route: StreamRoute) -> list[BaseRoute]:
         return await face.delete(request)
 
     return [
-        Route(route.path, collection, methods=["POST", "OPTIONS"]),
-        Route(route.path + "/{key}", upload, methods=["GET", "HEAD", "PATCH", "DELETE", "OPTIONS"]),
+        Route(route.path, with_route(route.path, collection), methods=["POST", "OPTIONS"]),
+        Route(
+            route.path + "/{key}",
+            with_route(route.path, upload),
+            methods=["GET", "HEAD", "PATCH", "DELETE", "OPTIONS"],
+        ),
     ]
 
 
@@ -118,6 +123,7 @@ def build_http_app(
             )
         )
     middleware = [
+        Middleware(LogContextMiddleware),
         Middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
@@ -125,7 +131,7 @@ def build_http_app(
             allow_headers=["*"],
             expose_headers=list(EXPOSED_HEADERS),
             max_age=86400,
-        )
+        ),
     ]
     return Starlette(
         routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error}
