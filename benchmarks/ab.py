@@ -146,6 +146,14 @@ SMOKE: Final = Plan(
 )
 
 
+def custom_scenario(text: str) -> Scenario:
+    """``MIB:CONCURRENCY:TOTAL`` (``--scenario``)."""
+    size, concurrency, total = (float(part) for part in text.split(":"))
+    if size <= 0 or concurrency < 1 or total < concurrency:
+        raise ValueError(f"{text}: needs size > 0 and 1 <= concurrency <= total")
+    return Scenario(f"custom-{text}", int(size * MiB), int(concurrency), int(total))
+
+
 @dataclass
 class Tree:
     label: str
@@ -504,6 +512,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
     parser.add_argument("--no-fsync", action="store_true", help="both servers with --no-fsync")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="MIB:CONCURRENCY:TOTAL",
+        help="measure only these uploads (repeatable), e.g. 256:1:1 and 32:16:16",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -511,6 +525,11 @@ def main(argv: list[str] | None = None) -> None:
     if overriding:
         raise SystemExit(f"unset {', '.join(overriding)}: they would change both servers")
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.scenario:
+        try:
+            plan = Plan("custom", tuple(custom_scenario(text) for text in args.scenario))
+        except ValueError as exc:
+            parser.error(f"--scenario: {exc}")
     trees = [source_tree("before", args.before), source_tree("after", args.after)]
     if trees[0].path == trees[1].path:
         print(f"note: both trees are {trees[0].path}", flush=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
+from . import metrics
+
 if TYPE_CHECKING:
     from .state import StreamRecord
 
@@ -116,6 +118,7 @@ class StreamEvents:
         return bool(self.hooks) or self.publisher is not None
 
     def emit(self, event: StreamEvent) -> None:
+        metrics.stream_event(event)
         if not self.wanted:
             return
         if self._queue is None:

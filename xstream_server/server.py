@@ -26,6 +26,7 @@ from .engine import StreamEngine
 from .events import EVENT_STREAM
 from .health import health_routes
 from .identity import bind_auth_policies
+from .metrics import metrics_routes
 from .private import private_directory
 from .protocol import Status
 from .settings import ServerSettings
@@ -103,6 +104,7 @@ class Server:
             extra_routes=[
                 WebSocketRoute(WEBSOCKET_PATH, self.websocket.serve),
                 *health_routes(lambda: self.engine, settings.data_dir),
+                *(metrics_routes(lambda: self.engine) if settings.metrics else []),
                 *web_routes(page=settings.http_page),
             ],
         )

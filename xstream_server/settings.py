@@ -111,6 +111,9 @@ class ServerSettings(BaseSettings):
     event_stream: bool = True
     event_stream_length: int = Field(default=100_000, ge=100)
 
+    # Prometheus metrics at /metrics on the HTTP port (docs/OPERATING.md).
+    metrics: bool = True
+
     shutdown_timeout: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"

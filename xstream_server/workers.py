@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .embedded_redis import EmbeddedRedis, _child_setup, redact_url
+from .metrics import MultiprocessDirectory
 from .private import private_directory
 from .settings import ServerSettings
 
@@ -104,6 +105,8 @@ class Supervisor:
         self.workers = [_Worker(n) for n in range(settings.workers)]
         self._reserved: list[socket.socket] = []
         self._stopping = asyncio.Event()
+        # Where the workers keep their metrics, so that a scrape on one sees them all.
+        self.metrics: MultiprocessDirectory | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -131,6 +134,8 @@ class Supervisor:
     async def _start(self) -> None:
         settings = self.settings
         private_directory(settings.data_dir)
+        if settings.metrics:
+            self.metrics = MultiprocessDirectory()
         if settings.redis_url is None:
             self.embedded_redis = EmbeddedRedis(settings.data_dir / "redis")
             await self.embedded_redis.start()
@@ -174,7 +179,11 @@ class Supervisor:
                 "xstream_server.cli.server",
                 *self.argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, WORKER_ENV: json.dumps(spec)},
+                env={
+                    **os.environ,
+                    **(self.metrics.environment() if self.metrics is not None else {}),
+                    WORKER_ENV: json.dumps(spec),
+                },
                 pass_fds=(writable,),
                 # The worker gets SIGTERM if the supervisor dies, however it dies.
                 preexec_fn=functools.partial(_child_setup, os.getpid()),
@@ -196,6 +205,8 @@ class Supervisor:
         while not self._stopping.is_set():
             assert worker.process is not None
             code = await worker.process.wait()
+            if self.metrics is not None:
+                self.metrics.worker_died(worker.process.pid)
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - worker.started
@@ -248,4 +259,6 @@ class Supervisor:
             sock.close()
         if self.embedded_redis is not None:
             await self.embedded_redis.stop()
+        if self.metrics is not None:
+            self.metrics.remove()
         log.info("stopped")

@@ -166,6 +166,32 @@ async def test_done_notifies_delivery_and_status_counts_delivered(
     assert status["send-state"] == "delivered"
 
 
+async def test_done_with_a_different_sha256_is_460_and_delivers_nothing(
+    login: Login, people_server: Server, tmp_path: Path
+) -> None:
+    alice, bob = await login("@alice"), await login("@bob")
+    await alice.monitor()
+    await known(bob)
+    path = a_file(tmp_path)
+    result = await send(
+        str(path), to="@bob", server=address(people_server), authorization=bearer("@alice")
+    )
+    await bob.accept(result.key)
+    with pytest.raises(RequestError) as malformed:
+        await bob.done(result.key, "not-a-digest")
+    assert malformed.value.status == 400
+    with pytest.raises(RequestError) as different:
+        await bob.done(result.key, "0" * 64)
+    assert different.value.status == 460
+    assert sha256(path) in str(different.value)
+    status = await alice.status(result.key)
+    assert status["send-state"] == "accepted" and status["delivered"] < path.stat().st_size
+    answer = await bob.done(result.key, sha256(path))
+    assert answer["state"] == "delivered"
+    delivered = await next_of_kind(alice, "stream-delivered")
+    assert delivered.payload["sha256"] == sha256(path)
+
+
 async def test_deny_stops_a_sender_mid_stream_and_resume_is_410(
     login: Login, people_server: Server
 ) -> None:

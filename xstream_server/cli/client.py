@@ -10,39 +10,30 @@ Human output goes to stderr (progress bar, notes) and stdout (the key, the resul
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, NoReturn
+from typing import Any, BinaryIO, Final
 
 import click
 from pydantic import ValidationError
-from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # no stubs in dev deps
 
 from ..client import (
     DEFAULT_ROUTE,
     DEFAULT_SERVER,
     ClientError,
-    ConnectionFailedError,
-    ConnectionLostError,
     IntegrityError,
-    Progress,
     RetryPolicy,
-    ServerProtocolError,
     StreamConflictError,
     StreamGoneError,
     Upload,
-    UploadResult,
     XStreamError,
     connect,
     download,
-    parse_address,
     partial_path,
 )
 from ..client.connection import Transport
@@ -50,146 +41,30 @@ from ..client.errors import ChecksumMismatchError
 from ..client.resume_state import FileIdentity, ResumeStore, SavedUpload
 from ..identity import issue_token, parse_duration, server_secret, valid_principal
 from ..settings import ServerSettings
+from .common import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER_ERROR,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    TRANSPORTS,
+    Output,
+    ProgressBar,
+    StopSignals,
+    jsonable,
+    output_for,
+    print_result,
+    quiet_option,
+    resolve_server,
+    run_command,
+    server_errors,
+    server_option,
+    transport_given,
+    transport_option,
+)
 
 __all__ = ["main"]
-
-EXIT_OK: Final = 0
-EXIT_SERVER_ERROR: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_CONNECTION: Final = 3
-EXIT_INTEGRITY: Final = 4
-EXIT_PROTOCOL: Final = 5
-EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT
-EXIT_TERMINATED: Final = 143  # 128 + SIGTERM
-
-EXIT_CODES_HELP: Final = """\b
-Exit codes:
-  0    success
-  1    the server answered with an error status (refused, not found, ...)
-  2    usage error (bad option or argument, unreadable file)
-  3    the server could not be reached, or the connection kept failing
-       after every retry; run the same command again to resume
-  4    integrity: the server's sha256 differs from the file's, or the
-       server discarded the stream (460)
-  5    the server broke the wire protocol
-  130  interrupted (Ctrl-C); 143 terminated (SIGTERM); the upload is
-       resumable: run the same command again
-"""
-
-
-class _Exit(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-@dataclass
-class Output:
-    json_mode: bool
-    quiet: bool
-
-    def note(self, message: str) -> None:
-        """Chatter for humans: stderr, silenced by --quiet and --json."""
-        if not self.quiet and not self.json_mode:
-            click.echo(message, err=True)
-
-    def event(self, kind: str, **fields: Any) -> None:
-        if self.json_mode:
-            click.echo(json.dumps({"event": kind, **fields}, default=_jsonable))
-
-    def document(self, value: Any) -> None:
-        click.echo(json.dumps(value, default=_jsonable))
-
-    def fail(self, code: int, message: str, **fields: Any) -> NoReturn:
-        click.echo(f"xstream: {message}", err=True)
-        self.event("error", exit_code=code, message=message, **fields)
-        raise _Exit(code)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        if not value:
-            return None
-        return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _server_errors(out: Output, exc: BaseException, key: str | None = None) -> NoReturn:
-    """Map a client exception onto an exit code and message."""
-    if isinstance(exc, XStreamError):
-        code = EXIT_INTEGRITY if isinstance(exc, ChecksumMismatchError) else EXIT_SERVER_ERROR
-        out.fail(code, f"error {exc.status}: {exc.message}", status=exc.status, key=key)
-    if isinstance(exc, IntegrityError):
-        out.fail(EXIT_INTEGRITY, str(exc), key=key)
-    if isinstance(exc, ConnectionFailedError | ConnectionLostError):
-        out.fail(EXIT_CONNECTION, str(exc), key=key)
-    if isinstance(exc, ServerProtocolError):
-        out.fail(EXIT_PROTOCOL, f"protocol violation by the server: {exc}", key=key)
-    if isinstance(exc, ClientError):
-        out.fail(EXIT_USAGE, str(exc), key=key)
-    raise exc
-
-
-def _run(make: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
-    try:
-        code = asyncio.run(make())
-    except _Exit as exc:
-        code = exc.code
-    except KeyboardInterrupt:
-        click.echo("xstream: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code)
-
-
-def _resolve_server(ctx: click.Context, server: str | None) -> str:
-    chosen = server or ctx.obj["server"]
-    try:
-        host, port = parse_address(chosen)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--server") from None
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _output(ctx: click.Context, quiet: bool, json_mode: bool) -> Output:
-    return Output(json_mode=json_mode or ctx.obj["json"], quiet=quiet or ctx.obj["quiet"])
-
-
-# (Typed out: the people commands import these while this module is still loading.)
-_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-_server_option: _Decorator = click.option(
-    "--server", "-s", metavar="HOST:PORT", help=f"server address [default: {DEFAULT_SERVER}]"
-)
-_quiet_option: _Decorator = click.option(
-    "--quiet", "-q", is_flag=True, help="no progress, no notes"
-)
-_TRANSPORTS = click.Choice(["tcp", "utp"])
-
-
-def _set_transport(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.ensure_object(dict)["transport"] = value
-        ctx.obj["transport_given"] = True
-
-
-def _transport_given(ctx: click.Context) -> bool:
-    """Whether --transport (or XSTREAM_TRANSPORT) was given, before or after the command."""
-    group = ctx.parent
-    source = group.get_parameter_source("transport") if group is not None else None
-    given = source is not None and source is not click.core.ParameterSource.DEFAULT
-    return given or bool(ctx.obj.get("transport_given"))
-
-
-# After a command as before it: ``xstream upload big.iso --transport utp``.
-_transport_option: _Decorator = click.option(
-    "--transport",
-    type=_TRANSPORTS,
-    expose_value=False,
-    callback=_set_transport,
-    help="tcp, or utp (uTP over UDP: HOST:PORT is then the server's --utp-port)",
-)
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -213,7 +88,7 @@ _transport_option: _Decorator = click.option(
 @click.option(
     "--transport",
     envvar="XSTREAM_TRANSPORT",
-    type=_TRANSPORTS,
+    type=TRANSPORTS,
     default="tcp",
     show_default=True,
     help="tcp, or utp: uTP over UDP (env XSTREAM_TRANSPORT)",
@@ -251,8 +126,8 @@ def main(
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="stream route")
 @click.option("--name", help="name sent to the route [default: the file's name]")
 @click.option(
@@ -282,7 +157,7 @@ def main(
 )
 @click.option("--checksum", is_flag=True, help="announce the sha256 first (reads FILE twice)")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def upload(
     ctx: click.Context,
@@ -310,8 +185,8 @@ def upload(
     """
     if fresh and key is not None:
         raise click.UsageError("give --fresh or --key, not both")
-    out = _output(ctx, quiet, json_mode)
-    address = _resolve_server(ctx, server)
+    out = output_for(ctx, quiet, json_mode)
+    address = resolve_server(ctx, server)
     metadata = _parse_headers(headers)
     if name is not None:
         metadata["name"] = name
@@ -327,7 +202,7 @@ def upload(
         ctx.obj["transport"],
         key,
     )
-    _run(lambda: _upload(file, options, out, ResumeStore()))
+    run_command(lambda: _upload(file, options, out, ResumeStore()))
 
 
 @dataclass(frozen=True)
@@ -415,7 +290,7 @@ async def _upload_once(
     out: Output,
     store: ResumeStore,
 ) -> int:
-    bar = _ProgressBar(identity.size, disabled=out.quiet or out.json_mode)
+    bar = ProgressBar(identity.size, disabled=out.quiet or out.json_mode)
 
     def on_key(key: str) -> None:
         store.save(store.new_entry(key, options.server, options.route, identity, options.transport))
@@ -450,7 +325,7 @@ async def _upload_once(
     if saved is not None:
         _announce_key(saved.key, resumed=True)
 
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         try:
             result = await uploader.run()
         except asyncio.CancelledError:
@@ -461,49 +336,18 @@ async def _upload_once(
         except (IntegrityError, ChecksumMismatchError) as exc:
             if uploader.key is not None:
                 store.remove(uploader.key)  # the stored content is wrong; resuming cannot fix it
-            _server_errors(out, exc, uploader.key)
+            server_errors(out, exc, uploader.key)
         except (StreamGoneError, StreamConflictError):
             raise
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc, uploader.key)
+            server_errors(out, exc, uploader.key)
         except ValueError as exc:  # metadata that cannot be put in a header
             out.fail(EXIT_USAGE, str(exc))
         finally:
             bar.close()
     store.remove(result.key)
-    _print_result(result, out)
+    print_result(result, out)
     return EXIT_OK
-
-
-class _StopSignals:
-    """While in it, SIGINT and SIGTERM cancel the running task; ``caught`` tells a
-    cancellation they caused from any other."""
-
-    def __enter__(self) -> _StopSignals:
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._signals: list[int] = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(signum, self._stop, signum)
-        return self
-
-    def _stop(self, signum: int) -> None:
-        self._signals.append(signum)
-        self._task.cancel()
-
-    def caught(self) -> int | None:
-        """Call in ``except asyncio.CancelledError``: the signal that stopped the task (the
-        cancellation is then taken back), or None when no signal caused it (re-raise)."""
-        if not self._signals:
-            return None
-        self._task.uncancel()
-        return self._signals[0]
-
-    def __exit__(self, *exc: object) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.remove_signal_handler(signum)
 
 
 def _interrupted(
@@ -537,69 +381,6 @@ def _interrupted(
     return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
 
 
-def _print_result(result: UploadResult, out: Output) -> None:
-    if out.json_mode:
-        out.event(
-            "done",
-            key=result.key,
-            size=result.size,
-            sha256=result.sha256,
-            payload=result.payload,
-            resumed_from=result.resumed_from,
-            windows=result.windows,
-            reconnects=result.reconnects,
-        )
-    elif out.quiet:
-        click.echo(result.key)
-    else:
-        click.echo(f"done {result.key}")
-        click.echo(f"  size    {result.size} bytes")
-        click.echo(f"  sha256  {result.sha256}")
-        if result.resumed_from:
-            click.echo(f"  resumed from byte {result.resumed_from}")
-        if result.payload not in (None, b"", ""):
-            click.echo(f"  result  {json.dumps(result.payload, default=_jsonable)}")
-
-
-class _ProgressBar:
-    """tqdm showing bytes sent, rate and time left; notes the confirmed bytes too."""
-
-    def __init__(self, total: int, *, disabled: bool, confirmed: bool = True) -> None:
-        self._confirmed = confirmed
-        self._bar: tqdm[Any] = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            dynamic_ncols=True,
-            disable=True if disabled else None,  # None: only on a terminal
-            file=sys.stderr,
-        )
-        self._started = False
-        self._disabled = disabled
-
-    def update(self, progress: Progress) -> None:
-        bar = self._bar
-        if self._disabled:
-            return
-        if not self._started:
-            # The first snapshot is where the server's stored prefix ends: the rate counts
-            # from there, not from zero.
-            self._started = True
-            bar.reset(total=progress.total)
-            bar.initial = bar.n = progress.sent
-        else:
-            bar.update(progress.sent - bar.n)
-        if self._confirmed and progress.total:
-            bar.set_postfix_str(f"confirmed {progress.acknowledged * 100 // progress.total}%")
-
-    def write(self, message: str, *, stdout: bool = False) -> None:
-        self._bar.write(message, file=sys.stdout if stdout else sys.stderr)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
 # -- status --------------------------------------------------------------------------------
 
 STATUS_ROUTE: Final = "/stream-status"
@@ -607,10 +388,10 @@ STATUS_ROUTE: Final = "/stream-status"
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, quiet: bool) -> None:
     """Show how far the stream KEY got.
@@ -618,17 +399,17 @@ def status(ctx: click.Context, key: str, server: str | None, json_mode: bool, qu
     Asks the server's /stream-status route; a server without it gets a note, and what
     the local state file knows about KEY is shown instead.
     """
-    out = _output(ctx, quiet, json_mode)
+    out = output_for(ctx, quiet, json_mode)
     store = ResumeStore()
     saved = store.by_key(key)
     transport = ctx.obj["transport"]
     if server is None and saved is not None:
         # Where the stream was begun, over what it was begun.
         server = saved.server
-        if not _transport_given(ctx) and saved.transport in ("tcp", "utp"):
+        if not transport_given(ctx) and saved.transport in ("tcp", "utp"):
             transport = saved.transport
-    address = _resolve_server(ctx, server)
-    _run(lambda: _status(key, address, saved, out, ctx.obj["authorization"], transport))
+    address = resolve_server(ctx, server)
+    run_command(lambda: _status(key, address, saved, out, ctx.obj["authorization"], transport))
 
 
 async def _status(
@@ -644,7 +425,7 @@ async def _status(
             reply = await conn.request(STATUS_ROUTE, json={"key": key}, authorization=authorization)
     except XStreamError as exc:
         if exc.status != 404:
-            _server_errors(out, exc, key)
+            server_errors(out, exc, key)
         if saved is None:
             out.fail(
                 EXIT_SERVER_ERROR,
@@ -658,7 +439,7 @@ async def _status(
     except ClientError as exc:
         if saved is not None:
             _print_saved(saved, out)
-        _server_errors(out, exc, key)
+        server_errors(out, exc, key)
     info = reply.content
     if out.json_mode:
         out.document({"source": "server", **info} if isinstance(info, dict) else info)
@@ -670,7 +451,7 @@ async def _status(
         if isinstance(total, int) and isinstance(offset, int) and total > 0:
             click.echo(f"{'stored':<8} {offset * 100 / total:.1f}%")
     else:
-        click.echo(json.dumps(info, default=_jsonable))
+        click.echo(json.dumps(info, default=jsonable))
     return EXIT_OK
 
 
@@ -701,8 +482,8 @@ _OLD_JSON_PAYLOAD: Final = (
     context_settings={"allow_extra_args": True},
 )
 @click.argument("route")
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--payload-json", "json_payload", metavar="JSON", help="send this JSON value")
 @click.option("--payload-text", "--text", "text_payload", metavar="TEXT", help="send this text")
 @click.option(
@@ -721,7 +502,7 @@ _OLD_JSON_PAYLOAD: Final = (
     is_flag=True,
     help="the whole reply (status, headers, payload) as JSON on stdout",
 )
-@_quiet_option
+@quiet_option
 @click.pass_context
 def request(
     ctx: click.Context,
@@ -744,7 +525,7 @@ def request(
         if json_mode:  # the spelling of earlier versions: --json '<payload>'
             raise click.UsageError(_OLD_JSON_PAYLOAD)
         raise click.UsageError(f"unexpected argument {ctx.args[0]!r}")
-    out = _output(ctx, quiet, json_mode)
+    out = output_for(ctx, quiet, json_mode)
     given = [p for p in (json_payload, text_payload, data_file) if p is not None]
     if len(given) > 1:
         raise click.UsageError("give at most one of --payload-json, --payload-text, --payload-file")
@@ -758,11 +539,11 @@ def request(
         body["text"] = text_payload
     elif data_file is not None:
         body["data"] = data_file.read()
-    address = _resolve_server(ctx, server)
+    address = resolve_server(ctx, server)
     metadata = _parse_headers(headers)
     authorization = ctx.obj["authorization"]
     transport = ctx.obj["transport"]
-    _run(
+    run_command(
         lambda: _request(route, address, body, metadata, request_id, authorization, out, transport)
     )
 
@@ -788,7 +569,7 @@ async def _request(
                 check=False,
             )
     except (XStreamError, ClientError) as exc:
-        _server_errors(out, exc)
+        server_errors(out, exc)
     except ValueError as exc:  # a header that cannot be put on the wire
         out.fail(EXIT_USAGE, str(exc))
     if out.json_mode:
@@ -808,7 +589,7 @@ async def _request(
         elif isinstance(content, str):
             click.echo(content)
         else:
-            click.echo(json.dumps(content, indent=2, default=_jsonable))
+            click.echo(json.dumps(content, indent=2, default=jsonable))
     return EXIT_OK
 
 
@@ -823,13 +604,13 @@ async def _request(
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="where to write the content [default: KEY in the current folder]",
 )
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="route to pull from")
 @click.option("--retries", default=8, show_default=True, help="reconnects without progress")
 @click.option("--retry-delay", default=0.5, show_default=True, help="first backoff, seconds")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def get(
     ctx: click.Context,
@@ -848,10 +629,10 @@ def get(
     server's. An interrupted download (Ctrl-C, a dropped network) resumes from the
     partial file: run the same command again.
     """
-    out = _output(ctx, quiet, json_mode)
-    address = _resolve_server(ctx, server)
+    out = output_for(ctx, quiet, json_mode)
+    address = resolve_server(ctx, server)
     target = output if output is not None else Path(key)
-    _run(
+    run_command(
         lambda: _get(
             key,
             target,
@@ -875,14 +656,14 @@ async def _get(
     transport: Transport,
     out: Output,
 ) -> int:
-    bar = _ProgressBar(0, disabled=out.quiet or out.json_mode, confirmed=False)
+    bar = ProgressBar(0, disabled=out.quiet or out.json_mode, confirmed=False)
 
     def on_retry(attempt: int, delay: float, error: Exception) -> None:
         out.event("retry", attempt=attempt, delay=round(delay, 3), reason=str(error))
         if not out.quiet and not out.json_mode:
             bar.write(f"connection lost ({error}); retry {attempt} in {delay:.1f} s")
 
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         try:
             result = await download(
                 key,
@@ -910,7 +691,7 @@ async def _get(
             out.event("interrupted", signal=name, key=key, received=held)
             return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc, key)
+            server_errors(out, exc, key)
         except OSError as exc:
             out.fail(EXIT_USAGE, f"cannot write {target}: {exc}")
         finally:
@@ -961,7 +742,7 @@ def token(
     making it on first use, or from XSTREAM_AUTH_SECRET). Use the token with
     -A 'Bearer <token>' or XSTREAM_AUTHORIZATION.
     """
-    out = _output(ctx, False, json_mode)
+    out = output_for(ctx, False, json_mode)
     if not valid_principal(principal):
         raise click.BadParameter(
             f"{principal!r}: '@' then 1-64 of a-z 0-9 _ . -", param_hint="PRINCIPAL"

@@ -16,21 +16,21 @@ import click
 from ..app import Notification
 from ..client import ClientError, RetryPolicy, Upload, XStreamError
 from ..client.people import SEND_ROUTE, People, people, receive
-from .client import (
+from .common import (
     EXIT_CODES_HELP,
     EXIT_OK,
     EXIT_SERVER_ERROR,
     EXIT_USAGE,
     Output,
-    _output,
-    _print_result,
-    _ProgressBar,
-    _quiet_option,
-    _resolve_server,
-    _run,
-    _server_errors,
-    _server_option,
-    _transport_option,
+    ProgressBar,
+    output_for,
+    print_result,
+    quiet_option,
+    resolve_server,
+    run_command,
+    server_errors,
+    server_option,
+    transport_option,
 )
 
 __all__ = ["COMMANDS", "accept", "deny", "inbox", "monitor", "online", "send"]
@@ -50,13 +50,13 @@ def _authorization(ctx: click.Context, out: Output) -> str:
 
 
 async def _me(ctx: click.Context, server: str | None, out: Output) -> People:
-    address = _resolve_server(ctx, server)
+    address = resolve_server(ctx, server)
     try:
         return await people(
             address, authorization=_authorization(ctx, out), transport=ctx.obj["transport"]
         )
     except (XStreamError, ClientError) as exc:
-        _server_errors(out, exc)
+        server_errors(out, exc)
 
 
 def describe(note: Notification) -> str:
@@ -94,10 +94,10 @@ def _show(note: Notification, out: Output) -> None:
 @click.option("--to", "to", required=True, metavar="@NAME", help="the addressee")
 @click.option("--name", help="the name the addressee sees [default: the file's name]")
 @click.option("--no-wait", is_flag=True, help="end once uploaded; do not wait for delivery")
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -112,8 +112,8 @@ def send(
     """Send FILE to a person: upload it (resuming after drops), then wait until the
     addressee has received it. Says when the addressee accepts, denies or receives it;
     the upload goes on whether the addressee is online or not (store and forward)."""
-    out = _output(ctx, quiet, json_mode)
-    _run(lambda: _send(ctx, file, to, name, not no_wait, server, out))
+    out = output_for(ctx, quiet, json_mode)
+    run_command(lambda: _send(ctx, file, to, name, not no_wait, server, out))
 
 
 async def _send(
@@ -131,11 +131,11 @@ async def _send(
         try:
             await me.monitor()
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc)
+            server_errors(out, exc)
         key: list[str] = []
         heard: list[Notification] = []
         shown: set[str] = set()  # ids of the notifications already printed
-        bar = _ProgressBar(size, disabled=out.quiet or out.json_mode)
+        bar = ProgressBar(size, disabled=out.quiet or out.json_mode)
         uploading = True
 
         async def listen() -> None:
@@ -158,7 +158,7 @@ async def _send(
             metadata["name"] = name
         uploader = Upload(
             file,
-            server=_resolve_server(ctx, server),
+            server=resolve_server(ctx, server),
             route=SEND_ROUTE,
             metadata=metadata,
             authorization=me.authorization,
@@ -171,11 +171,11 @@ async def _send(
             result = await uploader.run()
         except (XStreamError, ClientError) as exc:
             listener.cancel()
-            _server_errors(out, exc, uploader.key)
+            server_errors(out, exc, uploader.key)
         finally:
             uploading = False
             bar.close()
-        _print_result(result, out)
+        print_result(result, out)
         for note in heard:  # those that came before the key was known
             mine = note.payload.get("key") == result.key
             if mine and note.kind not in _FINAL and note.id not in shown:
@@ -221,10 +221,10 @@ async def _wait_for_end(
 @click.command(epilog=EXIT_CODES_HELP)
 @click.option("--since", metavar="ID", help="only notifications after this id")
 @click.option("--ack", is_flag=True, help="remove the notifications shown from the inbox")
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def inbox(
     ctx: click.Context,
@@ -235,8 +235,8 @@ def inbox(
     quiet: bool,
 ) -> None:
     """Show the notifications waiting in your inbox, and end."""
-    out = _output(ctx, quiet, json_mode)
-    _run(lambda: _inbox(ctx, since, ack, server, out))
+    out = output_for(ctx, quiet, json_mode)
+    run_command(lambda: _inbox(ctx, since, ack, server, out))
 
 
 async def _inbox(
@@ -258,7 +258,7 @@ async def _inbox(
             if ack and shown:
                 await me.ack(shown)
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc)
+            server_errors(out, exc)
         if not shown:
             out.note("no notifications")
     return EXIT_OK
@@ -282,10 +282,10 @@ async def _inbox(
     show_default=True,
     help="where accepted files are saved",
 )
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON lines on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def monitor(
     ctx: click.Context,
@@ -299,8 +299,8 @@ def monitor(
 ) -> None:
     """Stay online and print notifications as they come; accept offers from the senders
     named with --accept-from, or ask with --ask (else just show them). Runs until Ctrl-C."""
-    out = _output(ctx, quiet, json_mode)
-    _run(lambda: _monitor(ctx, since, set(accept_from), ask, directory, server, out))
+    out = output_for(ctx, quiet, json_mode)
+    run_command(lambda: _monitor(ctx, since, set(accept_from), ask, directory, server, out))
 
 
 async def _monitor(
@@ -323,7 +323,7 @@ async def _monitor(
                     await _offered(me, note, accept_from, ask, directory, out)
                 await me.ack([note.id])
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc)
+            server_errors(out, exc)
     out.fail(3, "the connection to the server was lost")
 
 
@@ -369,7 +369,7 @@ async def receive_offer(me: People, note: Notification, directory: Path, out: Ou
 
 
 async def download(me: People, key: str, path: Path, size: int, out: Output) -> None:
-    bar = _ProgressBar(size, disabled=out.quiet or out.json_mode)
+    bar = ProgressBar(size, disabled=out.quiet or out.json_mode)
     server = me.connection_address
 
     try:
@@ -404,10 +404,10 @@ async def download(me: People, key: str, path: Path, size: int, out: Output) -> 
     type=click.Path(dir_okay=False, path_type=Path),
     help="download the file to PATH once accepted (resumes a download cut before)",
 )
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def accept(
     ctx: click.Context,
@@ -418,17 +418,17 @@ def accept(
     quiet: bool,
 ) -> None:
     """Accept the file offered with KEY (the sender is told); with -o, download it."""
-    out = _output(ctx, quiet, json_mode)
-    _run(lambda: _answer(ctx, key, None, server, out, output))
+    out = output_for(ctx, quiet, json_mode)
+    run_command(lambda: _answer(ctx, key, None, server, out, output))
 
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("key")
 @click.option("--reason", help="told to the sender")
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def deny(
     ctx: click.Context,
@@ -439,8 +439,8 @@ def deny(
     quiet: bool,
 ) -> None:
     """Deny the file offered with KEY: the sender is told and the upload is discarded."""
-    out = _output(ctx, quiet, json_mode)
-    _run(lambda: _answer(ctx, key, reason or "", server, out))
+    out = output_for(ctx, quiet, json_mode)
+    run_command(lambda: _answer(ctx, key, reason or "", server, out))
 
 
 async def _answer(
@@ -465,7 +465,7 @@ async def _answer(
             if output is not None:
                 await download(me, key, output, int(answer.get("size", 0)), out)
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc, key)
+            server_errors(out, exc, key)
     return EXIT_OK
 
 
@@ -476,10 +476,10 @@ async def _answer(
 @click.argument("names", nargs=-1, metavar="[@NAME]...")
 @click.option("--register", is_flag=True, help="be online yourself first (for 2 minutes)")
 @click.option("--identity", help="with --register: an address others may see")
-@_server_option
-@_transport_option
+@server_option
+@transport_option
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable JSON on stdout")
-@_quiet_option
+@quiet_option
 @click.pass_context
 def online(
     ctx: click.Context,
@@ -491,8 +491,8 @@ def online(
     quiet: bool,
 ) -> None:
     """Who is online: everyone, or only the NAMES given."""
-    out = _output(ctx, quiet, json_mode)
-    _run(lambda: _online(ctx, names, register, identity, server, out))
+    out = output_for(ctx, quiet, json_mode)
+    run_command(lambda: _online(ctx, names, register, identity, server, out))
 
 
 async def _online(
@@ -510,7 +510,7 @@ async def _online(
                 await me.register(identity)
             rows: list[dict[str, Any]] = await me.online(list(names) if names else None)
         except (XStreamError, ClientError) as exc:
-            _server_errors(out, exc)
+            server_errors(out, exc)
     if out.json_mode:
         out.document(rows)
     else:

@@ -35,6 +35,9 @@ __all__ = ["main"]
 @click.option("--http-port", type=int, help="HTTP port; 0 picks a free one [7080].")
 @click.option("--http/--no-http", default=None, help="Serve the HTTP face [on].")
 @click.option("--page/--no-page", "http_page", default=None, help="The upload page at / [on].")
+@click.option(
+    "--metrics/--no-metrics", default=None, help="Prometheus metrics at /metrics (HTTP) [on]."
+)
 @click.option("--utp-port", type=int, help="UDP port for uTP; 0 picks a free one [off].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where streams live [./data].")
 @click.option("--redis-url", help="Redis to keep stream state in; none: start an embedded one.")

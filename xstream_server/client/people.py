@@ -12,6 +12,7 @@ notifications, and send-to-user (send, accept, deny, done).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +21,7 @@ from typing import Any, Final
 from ..app import Notification
 from .connection import ClientConnection, Transport, connect
 from .download import DownloadResult, download
-from .errors import IntegrityError
+from .errors import ChecksumMismatchError, IntegrityError
 from .progress import ProgressCallback
 from .upload import DEFAULT_SERVER, Upload
 
@@ -35,6 +36,7 @@ __all__ = [
 
 SEND_ROUTE: Final = "/send"
 GET_ROUTE: Final = "/send/get"
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class People:
@@ -103,9 +105,14 @@ class People:
         result: dict[str, Any] = await self._call("/send/deny", body)
         return result
 
-    async def done(self, key: str) -> dict[str, Any]:
-        """Say every byte arrived: the sender gets ``stream-delivered``."""
-        result: dict[str, Any] = await self._call("/send/done", {"key": key})
+    async def done(self, key: str, sha256: str | None = None) -> dict[str, Any]:
+        """Say every byte arrived: the sender gets ``stream-delivered``. With ``sha256`` (of
+        what arrived) the server first checks it against the upload's: a different one is
+        refused with ``ChecksumMismatchError`` (460) and nothing is marked delivered."""
+        body: dict[str, Any] = {"key": key}
+        if sha256 is not None:
+            body["sha256"] = sha256
+        result: dict[str, Any] = await self._call("/send/done", body)
         return result
 
     async def refuse(self, names: Sequence[str], refuse: bool = True) -> None:
@@ -185,8 +192,9 @@ async def receive(
 ) -> DownloadResult:
     """Download the accepted send ``key`` to ``path`` (``download`` on ``/send/get``:
     resumable through ``path.part``), even while the sender still uploads it; then say
-    ``/send/done`` so the sender gets ``stream-delivered``. Raises ``IntegrityError`` when
-    the bytes do not match the sha256 the server recorded of the upload."""
+    ``/send/done`` with the sha256 of what arrived, so the sender gets ``stream-delivered``.
+    Raises ``IntegrityError`` when the bytes do not match the sha256 the server recorded of
+    the upload; the send is then not marked delivered."""
     result = await download(
         key,
         path,
@@ -197,7 +205,12 @@ async def receive(
         transport=transport,
     )
     async with await people(server, authorization=authorization, transport=transport) as me:
-        answer = await me.done(key)
+        try:
+            answer = await me.done(key, result.sha256)
+        except ChecksumMismatchError as refused:
+            # The server names the upload's digest in its message.
+            theirs = _HEX64.findall(str(refused))
+            raise IntegrityError(key, result.sha256, theirs[-1] if theirs else "?") from None
     if answer.get("sha256") != result.sha256:
         raise IntegrityError(key, result.sha256, str(answer.get("sha256")))
     return result

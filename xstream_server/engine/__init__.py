@@ -23,6 +23,8 @@ The API a transport drives (``Engine`` in ``api.py``; ``StreamEngine`` implement
   count only once they match it: a mismatch cuts them off and answers 460; its expected
   digest may be a future settled after the bytes (an HTTP trailer).
   ``await result()`` is the completion to send, or None when nobody is left to answer.
+  ``receive(..., transport="tcp")`` names the transport for the metrics (``metrics.py``):
+  the window counts as an active stream and its bytes as received on it.
 * A window of W = 0 (the stream is complete, or finalized before a crash) has no
   ``RawWindow``: ``await accepted.session.finish()`` is its completion.
 * ``create_stream(request, client, length_deferred=False)`` creates a stream without a

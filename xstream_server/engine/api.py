@@ -40,7 +40,12 @@ class Engine(Protocol):
     ) -> Accepted | Refused: ...
 
     def receive(
-        self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
+        self,
+        accepted: Accepted,
+        reading: ReadControl,
+        check: PartCheck | None = None,
+        *,
+        transport: str | None = None,
     ) -> RawWindow: ...
 
     async def create_stream(

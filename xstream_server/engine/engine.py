@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Final
 
+from .. import metrics
 from ..app import (
     App,
     PullContext,
@@ -104,17 +105,33 @@ class StreamEngine:
         PATCH), must be the durable offset, else 409. ``at_most``: the client has no more
         than this many bytes now (a PATCH's Content-Length); the window is no larger."""
         if self._shutting_down:
-            return Refused(Status.UNAVAILABLE, "server shutting down")
-        return await self._negotiator.open(request, client, offset=offset, at_most=at_most)
+            opened: Accepted | Refused = Refused(Status.UNAVAILABLE, "server shutting down")
+        else:
+            opened = await self._negotiator.open(request, client, offset=offset, at_most=at_most)
+        if isinstance(opened, Refused):
+            metrics.refused(opened.status)
+        elif opened.offset:
+            metrics.resumed()
+        return opened
 
     def receive(
-        self, accepted: Accepted, reading: ReadControl, check: PartCheck | None = None
+        self,
+        accepted: Accepted,
+        reading: ReadControl,
+        check: PartCheck | None = None,
+        *,
+        transport: str | None = None,
     ) -> RawWindow:
         """The receiving side of a granted window (``Accepted.window`` > 0); with ``check``,
-        its bytes count only if they match it (see ``PartCheck``)."""
+        its bytes count only if they match it (see ``PartCheck``). ``transport`` (``tcp``,
+        ``websocket``, ``utp``, ``http``) labels the window's bytes in the metrics."""
         if accepted.window < 1:
             raise ValueError("a window of no bytes has nothing to receive: finish its session")
-        return RawWindow(accepted, reading, self._track, self._shared_buffer, check)
+        window = RawWindow(accepted, reading, self._track, self._shared_buffer, check)
+        if transport is not None:
+            accepted.session.transport = transport
+            metrics.stream_opened(transport)
+        return window
 
     async def create_stream(
         self,
@@ -130,11 +147,15 @@ class StreamEngine:
         stream may hold until ``set_length`` says how long it is. A ``partial`` stream (tus
         concatenation) runs no handler when complete: it is there to be ``concatenate``d."""
         if self._shutting_down:
+            metrics.refused(Status.UNAVAILABLE)
             return Refused(Status.UNAVAILABLE, "server shutting down")
         created = await self._negotiator.create(
             request, client, length_deferred=length_deferred, partial=partial
         )
-        return created if isinstance(created, Refused) else _status_of(created)
+        if isinstance(created, Refused):
+            metrics.refused(created.status)
+            return created
+        return _status_of(created)
 
     async def concatenate(
         self, request: StreamRequest, client: str, parts: Sequence[str]
@@ -470,6 +491,8 @@ class StreamEngine:
 
     def session_ended(self, session: StreamSession) -> None:
         self.live.remove(session)
+        if session.transport is not None:
+            metrics.stream_closed(session.transport)
 
     def durable_advanced(self, session: StreamSession) -> None:
         self.live.notify(session.key)
@@ -490,7 +513,9 @@ class StreamEngine:
             await asyncio.wait(list(self._settling), timeout=timeout)
 
     async def sweep(self, now: float | None = None) -> dict[str, int]:
-        return await self.maintenance.sweep(now)
+        counts = await self.maintenance.sweep(now)
+        metrics.swept(counts)
+        return counts
 
     def _track(self, settling: asyncio.Task[None]) -> None:
         self._settling.add(settling)

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from .. import metrics
 from ..app import App, CreateOffer, RouteError, StreamOffer, StreamRoute
 from ..events import EventKind, StreamEvent
 from ..protocol import DataFormat, Status, StreamRequest
@@ -207,7 +208,7 @@ class Negotiator:
             if isinstance(found, Refused):
                 return found
             record = found
-            refused = await self._take_lease(record.key, owner)
+            refused = await self._take_lease(record.key, owner, resume=True)
             if refused is not None:
                 return refused
         try:
@@ -308,22 +309,27 @@ class Negotiator:
         return record
 
     async def _take_lease(
-        self, key: str, owner: str, stop: tuple[Status, str] | None = None
+        self, key: str, owner: str, stop: tuple[Status, str] | None = None, *, resume: bool = False
     ) -> Refused | None:
         """Own ``key``; a connection streaming on it (here or in another instance) is told to
-        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4)."""
+        stop first, and its durable offset is settled before we go on (PROTOCOL §3.4). A
+        ``resume`` that took the stream from another owner counts as a takeover."""
         deadline = time.monotonic() + max(
             self.settings.takeover_timeout, self.settings.lease_seconds
         )
         asked: set[str] = set()
+        took_over = False
         while True:
             holder = await self.store.acquire_lease(key, owner, self.settings.lease_seconds)
             if holder is None:
+                if took_over and resume:
+                    metrics.taken_over()
                 return None
             instance = holder.partition(":")[0]
             if instance == self.instance:
                 older = self.live.sessions.get(key)
                 if older is not None:
+                    took_over = True
                     log.info("stream %s: taking over from %s", key, older.owner)
                     await older.stop(
                         *(
@@ -333,6 +339,8 @@ class Negotiator:
                     )
             elif holder and holder not in asked:
                 log.info("stream %s: asking instance %s to let go", key, instance)
+                # A connection's lease (``<instance>:<n>``), not a sweeper's passing one.
+                took_over = took_over or holder.rpartition(":")[2].isdigit()
                 asked.add(holder)
                 await self.store.request_takeover(instance, key)
             if time.monotonic() > deadline:

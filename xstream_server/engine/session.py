@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
+from .. import metrics
 from ..app import StreamRoute
 from ..events import StreamEvents
 from ..protocol import Status
@@ -76,6 +77,10 @@ class StreamSession:
         self.client = client
         self._writer = writer
         self.durable = writer.offset
+        # The transport feeding this window (set by ``StreamEngine.receive``): its bytes are
+        # counted in the metrics at checkpoints, up to ``_counted``.
+        self.transport: str | None = None
+        self._counted = writer.offset
         self._window_end = writer.offset + window
         # The running sha256, trailing the writer in a thread of its own (see ``hashing``);
         # None when the prefix must be hashed from the part file at completion.
@@ -240,12 +245,15 @@ class StreamSession:
         """write → fsync → record, for the bytes written before ``offset``. A background
         checkpoint looks at what was written meanwhile when it ends, so that a burst that
         passed the byte cadence while it ran is not left waiting for the next write."""
+        self._count_received()
+        started = time.perf_counter()
         try:
             await self._writer.sync()
             await self._host.store.checkpoint(self.key, self.owner, offset)
         except Exception as exc:
             self._checkpoint_error = exc
             return
+        metrics.checkpointed(time.perf_counter() - started)
         if offset > self.durable:
             self.durable = offset
             self._host.durable_advanced(self)
@@ -253,6 +261,11 @@ class StreamSession:
         if background:
             self._checkpointing = None
             self._consider_checkpoint()
+
+    def _count_received(self) -> None:
+        if self.transport is not None and self.written > self._counted:
+            metrics.received(self.transport, self.written - self._counted)
+            self._counted = self.written
 
     async def _settle_background_checkpoint(self) -> None:
         self._settling = True
@@ -323,6 +336,7 @@ class StreamSession:
             return
         self._settling = True
         self._cancel_idle_timer()
+        self._count_received()
         try:
             if self._trail is not None:
                 # Caught up before the part is closed: LiveStreams keeps the hash for the

@@ -9,6 +9,7 @@ denial; a resume gets 410); a delivered one is deleted ``send_keep`` seconds lat
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -34,6 +35,7 @@ SEND_ROUTE: Final = "/send"
 _MAX_REASON: Final = 500
 # Headers of a send that are not the file's own metadata.
 _SEND_HEADERS: Final = frozenset({"to", "name"})
+SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def _key_of(body: Mapping[str, Any]) -> str:
@@ -165,10 +167,19 @@ def add_send_routes(app: App, people: PeopleService, auth: AuthPolicy, **stream:
     @app.request("/send/done", auth=auth)
     @unavailable_as_503
     async def done(request: RequestContext) -> dict[str, Any]:
-        record, _ = await addressed(request)
+        record, body = await addressed(request)
         stream = await people.services.store.get(record.key)
         if stream is None or stream.state is not StreamState.COMPLETE or stream.sha256 is None:
             raise RouteError(Status.CONFLICT, "the sender has not uploaded every byte yet")
+        # The receiver may say what it holds: a different digest is not a delivery.
+        held = body.get("sha256")
+        if held is not None and (not isinstance(held, str) or not SHA256_HEX.fullmatch(held)):
+            raise RouteError(Status.BAD_REQUEST, '"sha256" must be 64 lowercase hex digits')
+        if held is not None and held != stream.sha256:
+            raise RouteError(
+                Status.CHECKSUM_MISMATCH,
+                f"what you hold has sha256 {held}, the upload has {stream.sha256}: pull again",
+            )
         before = await people.store.set_send_state(
             record.key, SendState.DELIVERED, [SendState.OFFERED, SendState.ACCEPTED]
         )

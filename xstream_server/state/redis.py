@@ -56,6 +56,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import metrics
 from .base import LeaseLost, StateUnavailable, StoredResult, StreamRecord, StreamState
 
 __all__ = [
@@ -192,8 +193,12 @@ R = TypeVar("R")
 def _unavailable_on_redis_error(
     method: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Redis errors become ``StateUnavailable``; the call's duration goes to the metrics."""
+    observe = metrics.redis_timer(method.__name__)
+
     @wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
         try:
             return await method(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -201,6 +206,8 @@ def _unavailable_on_redis_error(
         except (RedisError, RedisClusterException) as exc:
             # RedisClusterException (no node of the cluster reachable...) is no RedisError.
             raise StateUnavailable(f"redis error: {exc}") from exc
+        finally:
+            observe(time.perf_counter() - started)
 
     return call
 

@@ -11,19 +11,29 @@ import contextlib
 import errno
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Final
 
 import aiofiles
 import aiofiles.os
 
+from .. import metrics
 from ..private import private_directory
 from .base import Digest, PartInfo, StorageError, StorageFull
 
 __all__ = ["FileStorage"]
 
 _FULL_ERRNOS: Final = {errno.ENOSPC, errno.EDQUOT}
-_fsync = aiofiles.os.wrap(os.fsync)
+
+
+def _timed_fsync(fd: int) -> None:
+    started = time.perf_counter()
+    os.fsync(fd)
+    metrics.fsynced(time.perf_counter() - started)
+
+
+_fsync = aiofiles.os.wrap(_timed_fsync)
 
 
 def _sha256_prefix(part: Path, final: Path, size: int) -> str:

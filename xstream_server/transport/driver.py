@@ -33,6 +33,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
+from .. import metrics
 from ..engine import (
     Completion,
     Download,
@@ -103,10 +104,15 @@ class ConnectionHub:
     the read budget, and the list of open connections for shutdown."""
 
     def __init__(
-        self, engine: Engine, settings: ServerSettings, shared: SharedLimits | None = None
+        self,
+        engine: Engine,
+        settings: ServerSettings,
+        shared: SharedLimits | None = None,
+        transport: str = metrics.TCP,
     ) -> None:
         self.engine = engine
         self.settings = settings
+        self.transport = transport  # its name in the metrics
         self.shared = shared or SharedLimits(
             settings.max_connections_per_address, settings.input_budget
         )
@@ -180,6 +186,7 @@ class ConnectionDriver:
         self._held_sent.set()
         self._admitted = hub.shared.admit(client)
         hub.connections.add(self)
+        metrics.connection_opened(hub.transport)
         if not self._admitted:
             log.warning("%s: too many connections from this address; refused", client)
             self._abort(Status.TOO_MANY_STREAMS, "too many connections from this address")
@@ -260,6 +267,8 @@ class ConnectionDriver:
         return pending
 
     def connection_lost(self) -> None:
+        if self in self.hub.connections:
+            metrics.connection_closed(self.hub.transport)
         self.hub.forget(self)
         self._closing = True
         self._count_input()
@@ -514,7 +523,9 @@ class ConnectionDriver:
         if outcome.window == 0:
             self._send_completion(await session.finish())
             return
-        window = self._window = self.engine.receive(outcome, self.flow)
+        window = self._window = self.engine.receive(
+            outcome, self.flow, transport=self.hub.transport
+        )
         self._last_activity = time.monotonic()
         self._arm_timer(self.settings.raw_stall_timeout)
         try:

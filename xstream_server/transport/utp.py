@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Final
 
+from ..metrics import UTP
 from ..utp.socket import UtpServer, UtpStream
 from .driver import ConnectionHub
 from .tcp import TcpConnection
@@ -43,7 +44,7 @@ class UtpTransportServer:
     """Owns the UDP socket; its connections share one ``ConnectionHub``."""
 
     def __init__(self, engine: Engine, settings: ServerSettings) -> None:
-        self.hub = ConnectionHub(engine, settings)
+        self.hub = ConnectionHub(engine, settings, transport=UTP)
         self._server: UtpServer | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..metrics import WEBSOCKET
 from .driver import ConnectionDriver, ConnectionHub
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class WebSocketEndpoint:
             await websocket.close(code=_INTERNAL_ERROR, reason="server not started")
             return
         if self.hub is None:
-            self.hub = ConnectionHub(self.engine, self.settings, self.shared)
+            self.hub = ConnectionHub(self.engine, self.settings, self.shared, WEBSOCKET)
         await websocket.accept()
         await WebSocketConnection(self.hub, websocket).run()
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 
 from ...engine import Accepted, Completion, Engine, PartCheck, RawWindow
+from ...metrics import HTTP
 from ...protocol import Status
 
 __all__ = ["OpenWindows", "Received", "receive_body"]
@@ -78,7 +79,7 @@ async def receive_body(
     sends nothing for ``stall_timeout`` seconds ends the window with 408. ``body_end`` is
     called once, with True as soon as the body is known to have ended within the window
     (its trailer fields are in then), and with False if it is not read to its end."""
-    window = engine.receive(accepted, _Pulled(), check)
+    window = engine.receive(accepted, _Pulled(), check, transport=HTTP)
     windows.add(window)
     pump = asyncio.get_running_loop().create_task(
         _pump(window, body, stall_timeout, body_end or _ignore)

@@ -12,10 +12,12 @@ uvicorn's own; trailer fields are kept apart as ``trailers`` does.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 
+from ... import metrics
 from .trailers import TrailerHttpToolsProtocol
 
 __all__ = ["BodyHandingProtocol"]
@@ -23,7 +25,28 @@ __all__ = ["BodyHandingProtocol"]
 
 class BodyHandingProtocol(TrailerHttpToolsProtocol):
     """The trailer-keeping httptools protocol (``trailers``), handing body chunks over as
-    they are."""
+    they are; counted in the metrics as an open HTTP connection until it closes or
+    becomes a WebSocket (counted as one by the WebSocket transport)."""
+
+    _counted: bool = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._counted = True
+        metrics.connection_opened(metrics.HTTP)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._uncount()
+        super().handle_websocket_upgrade()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            metrics.connection_closed(metrics.HTTP)
 
     def on_body(self, body: bytes) -> None:
         cycle = cast(Any, self.cycle)
