@@ -134,22 +134,26 @@ def redis_url(redis_process: RedisProcess) -> str:
 
 
 class RedisClusterProcesses:
-    """A real 3-master Redis Cluster: three redis-server processes in cluster mode, the hash
-    slots split between them and the nodes introduced to each other (CLUSTER ADDSLOTS and
-    CLUSTER MEET through redis-py, no redis-cli). No replicas: the tests need the slot
-    routing and the cross-slot rules, not failover."""
+    """A real Redis Cluster of redis-server processes in cluster mode, the hash slots split
+    between the masters and the nodes introduced to each other (CLUSTER ADDSLOTS, MEET and
+    REPLICATE through redis-py, no redis-cli). By default 3 masters and no replicas: most
+    tests need the slot routing and the cross-slot rules, not failover. With ``replicas=1``
+    each master gets a replica, and a short ``node_timeout`` makes a failover quick."""
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 0, node_timeout: int = 5000
+    ) -> None:
+        self.masters = masters
         self.nodes = [
             RedisProcess(
                 directory / f"node{n}",
                 _free_cluster_port(),
                 extra=(
                     *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                    *("--cluster-node-timeout", "5000", "--appendfsync", "no"),
+                    *("--cluster-node-timeout", str(node_timeout), "--appendfsync", "no"),
                 ),
             )
-            for n in range(masters)
+            for n in range(masters * (1 + replicas))
         ]
 
     @property
@@ -168,24 +172,25 @@ class RedisClusterProcesses:
             node.start()
         clients = [redis.Redis(port=node.port) for node in self.nodes]
         try:
-            share = 16384 // len(self.nodes)
-            for n, client in enumerate(clients):
-                last = 16383 if n == len(clients) - 1 else (n + 1) * share - 1
+            share = 16384 // self.masters
+            for n, client in enumerate(clients[: self.masters]):
+                last = 16383 if n == self.masters - 1 else (n + 1) * share - 1
                 client.cluster("ADDSLOTS", *range(n * share, last + 1))
             for node in self.nodes[1:]:
                 clients[0].cluster("MEET", "127.0.0.1", node.port)
-            deadline = time.monotonic() + 30
             # Gossip announces nothing: poll until every node sees the whole cluster.
-            while not all(_cluster_ok(client, len(clients)) for client in clients):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Redis Cluster did not form in 30 s")
-                time.sleep(0.05)
+            _poll(lambda: all(_cluster_ok(c, len(clients)) for c in clients), "form")
+            ids = [client.cluster("MYID") for client in clients[: self.masters]]
+            for n, client in enumerate(clients[self.masters :]):
+                client.cluster("REPLICATE", _text(ids[n % self.masters]))
+            if len(clients) > self.masters:
+                _poll(lambda: all(_replicas_ready(c, self.masters) for c in clients), "replicate")
         finally:
             for client in clients:
                 client.close()
 
     def flush(self) -> None:
-        for node in self.nodes:
+        for node in self.nodes[: self.masters]:
             client = redis.Redis(port=node.port)
             client.flushall()
             client.close()
@@ -195,9 +200,32 @@ class RedisClusterProcesses:
             node.stop()
 
 
-def _cluster_ok(client: redis.Redis, masters: int) -> bool:
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _poll(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Redis Cluster did not {what} in {seconds:g} s")
+        time.sleep(0.05)
+
+
+def _cluster_ok(client: redis.Redis, nodes: int) -> bool:
     info = client.cluster("INFO")
-    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == masters)
+    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == nodes)
+
+
+def _replicas_ready(client: redis.Redis, masters: int) -> bool:
+    """This node sees every replica as one, and a replica's link to its master is up."""
+    nodes = client.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+    lines = _text(nodes).splitlines()
+    replicas = sum(1 for line in lines if "slave" in line.split()[2].split(","))
+    if replicas != len(lines) - masters:
+        return False
+    info = client.info("replication")
+    return info["role"] == "master" or info.get("master_link_status") == "up"
 
 
 @pytest.fixture(scope="session")

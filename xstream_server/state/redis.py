@@ -53,7 +53,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import metrics
@@ -65,6 +65,7 @@ __all__ = [
     "RedisStateStore",
     "expiry_index_key",
     "is_cluster_url",
+    "plain_url",
 ]
 
 EXPIRY_SHARDS: Final = 16
@@ -77,7 +78,8 @@ def is_cluster_url(url: str) -> bool:
     return url.partition("://")[0].lower() in _CLUSTER_SCHEMES
 
 
-def _plain_url(url: str) -> str:
+def plain_url(url: str) -> str:
+    """The URL redis-py takes: ``redis+cluster://`` → ``redis://``."""
     scheme, sep, rest = url.partition("://")
     return _CLUSTER_SCHEMES.get(scheme.lower(), scheme) + sep + rest
 
@@ -299,7 +301,8 @@ def _unavailable_on_redis_error(
             return await method(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StateUnavailable(f"redis unreachable: {exc}") from exc
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
+            # RedisClusterException (no node of the cluster reachable...) is no RedisError.
             raise StateUnavailable(f"redis error: {exc}") from exc
         finally:
             observe(time.perf_counter() - started)
@@ -389,14 +392,14 @@ class RedisStateStore:
             # redis-py's cluster client keeps a pool per node, learns the slot map from the
             # node named and follows MOVED/ASK redirections (a failover, a resharding).
             self._redis = RedisCluster.from_url(
-                _plain_url(url),
+                plain_url(url),
                 max_connections=max_connections,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 health_check_interval=0,
             )
             self._renewals = RedisCluster.from_url(
-                _plain_url(url),
+                plain_url(url),
                 max_connections=4,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
