@@ -84,17 +84,25 @@ async def test_start_up_leaves_a_part_being_written_elsewhere_alone(
         async with asyncio.timeout(30):
             link = await connect(first.port)
             key = (await link.request(request)).headers["x-stream-key"]
-            written = MiB + MiB // 2
-            await link.send_raw(data[:written])
+            # First just past 1 MiB, so that the one checkpoint lands there (reads are stored
+            # as they come, up to 1 MiB each: it lands at the first read boundary past 1 MiB);
+            # then the rest, which is short of the next checkpoint.
+            first_part, written = MiB + MiB // 16, MiB + MiB // 2
+            await link.send_raw(data[:first_part])
 
-            async def written_with_one_checkpoint() -> bool:
-                # Reads are stored as they come, so the checkpoint lands at the first read
-                # boundary past 1 MiB, not exactly on it.
+            async def checkpointed() -> bool:
+                recorded = await probe.recorded_offset(key)
+                return recorded is not None and recorded >= MiB
+
+            await until(checkpointed)
+            await link.send_raw(data[first_part:written])
+
+            async def written_past_the_checkpoint() -> bool:
                 recorded = await probe.recorded_offset(key)
                 size = part_size(probe.part(key))
                 return size == written and recorded is not None and MiB <= recorded < written
 
-            await until(written_with_one_checkpoint)
+            await until(written_past_the_checkpoint)
             async with make_server():
                 assert probe.part(key).stat().st_size == written
             await link.send_raw(data[written:])
